@@ -1,0 +1,230 @@
+"""Model builders for the architectures FER projects use, plus the project's own edge model.
+
+Each builder takes the number of classes (and, for transfer models, a weights file) and returns
+an uncompiled Keras model whose input is the *normalized* image described by its `Spec`: the
+same normalization is written into the model's metadata so runtime, calibration and training
+agree. Builders are registered by name for `edge-fer train --arch NAME`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from edge_fer.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How an architecture wants its input."""
+
+    size: int
+    """Input height and width in pixels."""
+    color: str
+    """`gray` or `rgb`."""
+    normalization: str
+    """One of `edge_fer.metadata.NORMALIZATIONS`."""
+    description: str
+    """One line for `--help` and model cards."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    spec: Spec
+    build: Callable[..., object]
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(name: str, spec: Spec):
+    def wrap(fn):
+        ARCHITECTURES[name] = Architecture(name, spec, fn)
+        return fn
+
+    return wrap
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown architecture {name!r}: choose one of {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+
+
+def _layers():
+    import keras
+
+    return keras, keras.layers
+
+
+def _conv_bn(x, filters, *, kernel=3, strides=1, activation="relu", init="he_normal"):
+    keras, L = _layers()
+    x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                 kernel_initializer=init)(x)
+    x = L.BatchNormalization()(x)
+    return L.Activation(activation)(x)
+
+
+def _head(x, num_classes, dropout, hidden=0):
+    keras, L = _layers()
+    x = L.GlobalAveragePooling2D()(x)
+    if hidden:
+        x = L.Dropout(dropout)(x)
+        x = L.Dense(hidden, use_bias=False, kernel_initializer="he_normal")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+    x = L.Dropout(dropout)(x)
+    return L.Dense(num_classes, activation="softmax", name="emotion")(x)
+
+
+def _se(x, ratio=8):
+    """Squeeze-excitation: cheap channel attention, INT8-friendly (mul + sigmoid)."""
+    keras, L = _layers()
+    ch = x.shape[-1]
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.Conv2D(max(8, ch // ratio), 1, activation="relu")(s)
+    s = L.Conv2D(ch, 1, activation="sigmoid")(s)
+    return L.Multiply()([x, s])
+
+
+@register("edgenet", Spec(48, "gray", "symmetric",
+                          "the project's edge model: 48x48 gray, VGG-style stages with SE, 0.3M params at width 16"))
+def build_edgenet(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.4, **_):
+    """VGG-style stages (two 3x3 convs each) at 48, 24, 12 and 6 px, squeeze-excitation on the
+    deeper stages, global pooling: the accuracy of VGG-type FER nets at a fraction of the size,
+    built only from ops that quantize cleanly to INT8."""
+    keras, L = _layers()
+    inp = keras.Input((48, 48, 1), name="image")
+    x = _conv_bn(inp, width)
+    x = _conv_bn(x, width)
+    x = L.MaxPooling2D()(x)
+    for i, mult in enumerate((2, 4, 8)):
+        x = _conv_bn(x, width * mult)
+        x = _conv_bn(x, width * mult)
+        if se and i > 0:
+            x = _se(x)
+        x = L.MaxPooling2D()(x) if i < 2 else x
+        x = L.SpatialDropout2D(0.1)(x)
+    return keras.Model(inp, _head(x, num_classes, dropout), name="edgenet")
+
+
+@register("cnn48", Spec(48, "gray", "unit",
+                        "48x48 gray CNN: four conv blocks with batch norm and dropout"))
+def build_cnn48(num_classes: int = 7, **_):
+    keras, L = _layers()
+    inp = keras.Input((48, 48, 1), name="image")
+    x = inp
+    for filters in (64, 128, 256, 512):
+        x = _conv_bn(x, filters)
+        x = L.MaxPooling2D()(x)
+        x = L.Dropout(0.25)(x)
+    x = L.Flatten()(x)
+    for units in (256, 512):
+        x = L.Dense(units, use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.Dropout(0.25)(x)
+    out = L.Dense(num_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inp, out, name="cnn48")
+
+
+def _rgb_cnn(size: int, num_classes: int, name: str):
+    keras, L = _layers()
+    inp = keras.Input((size, size, 3), name="image")
+    x = inp
+    stages = (32, 64, 128, 256) if size <= 96 else (32, 64, 128, 256, 256)
+    for filters in stages:
+        x = _conv_bn(x, filters)
+        x = _conv_bn(x, filters)
+        x = L.MaxPooling2D()(x)
+        x = L.Dropout(0.2)(x)
+    return keras.Model(inp, _head(x, num_classes, 0.4, hidden=256), name=name)
+
+
+@register("cnn96rgb", Spec(96, "rgb", "unit", "RGB 96x96 CNN: four double-conv stages"))
+def build_cnn96rgb(num_classes: int = 7, **_):
+    return _rgb_cnn(96, num_classes, "cnn96rgb")
+
+
+@register("cnn224rgb", Spec(224, "rgb", "unit", "RGB 224x224 CNN: five double-conv stages"))
+def build_cnn224rgb(num_classes: int = 7, **_):
+    return _rgb_cnn(224, num_classes, "cnn224rgb")
+
+
+@register("littlevgg", Spec(48, "gray", "unit",
+                            "little VGG: ELU, he-normal, 32..256 filters, 48x48 gray"))
+def build_littlevgg(num_classes: int = 7, **_):
+    keras, L = _layers()
+    inp = keras.Input((48, 48, 1), name="image")
+    x = inp
+    for filters in (32, 64, 128, 256):
+        x = _conv_bn(x, filters, activation="elu")
+        x = _conv_bn(x, filters, activation="elu")
+        x = L.MaxPooling2D()(x)
+        x = L.Dropout(0.2)(x)
+    x = L.Flatten()(x)
+    for _ in range(2):
+        x = L.Dense(64, kernel_initializer="he_normal", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("elu")(x)
+        x = L.Dropout(0.5)(x)
+    out = L.Dense(num_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inp, out, name="littlevgg")
+
+
+@register("minixception", Spec(64, "gray", "symmetric",
+                               "mini-Xception (Arriaga et al.): 64x64 gray, separable convs, residual"))
+def build_minixception(num_classes: int = 7, **_):
+    keras, L = _layers()
+    reg = keras.regularizers.l2(0.01)
+    inp = keras.Input((64, 64, 1), name="image")
+    x = L.Conv2D(8, 3, use_bias=False, kernel_regularizer=reg)(inp)
+    x = L.Activation("relu")(L.BatchNormalization()(x))
+    x = L.Conv2D(8, 3, use_bias=False, kernel_regularizer=reg)(x)
+    x = L.Activation("relu")(L.BatchNormalization()(x))
+    for filters in (16, 32, 64, 128):
+        res = L.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        res = L.BatchNormalization()(res)
+        x = L.SeparableConv2D(filters, 3, padding="same", use_bias=False, depthwise_regularizer=reg)(x)
+        x = L.Activation("relu")(L.BatchNormalization()(x))
+        x = L.SeparableConv2D(filters, 3, padding="same", use_bias=False, depthwise_regularizer=reg)(x)
+        x = L.BatchNormalization()(x)
+        x = L.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = L.Add()([x, res])
+    x = L.Conv2D(num_classes, 3, padding="same")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Activation("softmax", name="emotion")(x)
+    return keras.Model(inp, out, name="minixception")
+
+
+def _transfer(base_fn, size: int, num_classes: int, weights: str | None, name: str):
+    """A pretrained backbone with a new head. ImageNet weights cannot be downloaded on the
+    machines this runs on, so `weights` is a local file or None (train from scratch)."""
+    keras, L = _layers()
+    inp = keras.Input((size, size, 3), name="image")
+    base = base_fn(include_top=False, weights=None, input_shape=(size, size, 3))
+    if weights:
+        base.load_weights(weights)
+    x = base(inp)
+    return keras.Model(inp, _head(x, num_classes, 0.3, hidden=256), name=name)
+
+
+@register("vgg16", Spec(96, "rgb", "unit",
+                        "VGG16 backbone with a new head (--weights FILE, else from scratch)"))
+def build_vgg16(num_classes: int = 7, weights: str | None = None, **_):
+    import keras
+
+    return _transfer(keras.applications.VGG16, 96, num_classes, weights, "vgg16")
+
+
+@register("efficientnetv2", Spec(96, "rgb", "raw",
+                                 "EfficientNetV2-B0 backbone with a new head (--weights FILE, else from scratch)"))
+def build_efficientnetv2(num_classes: int = 7, weights: str | None = None, **_):
+    import keras
+
+    # EfficientNetV2 rescales inside the model, so it takes raw 0..255 pixels.
+    return _transfer(keras.applications.EfficientNetV2B0, 96, num_classes, weights, "efficientnetv2")

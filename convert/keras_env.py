@@ -1,0 +1,44 @@
+"""Which Keras to use, and loading TensorFlow with a clear error where it is missing."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from edge_fer.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "install the host toolchain with: pip install 'edge-fer[convert]'"
+
+
+def _quiet_tf() -> None:
+    # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) is noise on a CPU host.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tensorflow_module():
+    _quiet_tf()
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise BackendError(f"TensorFlow is not installed ({exc}): {INSTALL_HINT}") from None
+    return tf
+
+
+def keras_module():
+    """Keras 3 (what TensorFlow 2.16+ ships)."""
+    tensorflow_module()
+    import keras
+
+    return keras
+
+
+def tf_keras_module():
+    """Keras 2 (tf-keras), for legacy models and the model-optimization toolkit."""
+    tensorflow_module()
+    try:
+        import tf_keras
+    except ImportError as exc:
+        raise BackendError(f"tf-keras is not installed ({exc}): {INSTALL_HINT}") from None
+    return tf_keras

@@ -1,0 +1,333 @@
+"""`edge-fer train`: build an architecture, train it on an image folder, keep the best on validation.
+
+Training resumes where it stopped: Keras' BackupAndRestore keeps the last finished epoch (weights,
+optimizer, schedule position) in `OUT.backup/`, so a long run can span several sittings by
+re-running the same command. The best model on the validation data is written to OUT as it
+improves; the final file carries edge-fer metadata (labels, colour, normalization, recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.datasets import LabelledImages, load_labelled
+from edge_fer.errors import InputError, UsageError
+from edge_fer.metadata import ModelMetadata
+from edge_fer_convert.architectures import get_architecture
+from edge_fer_convert.keras_env import keras_module
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    """Everything that decides a training run (recorded in the model's provenance)."""
+
+    arch: str = "edgenet"
+    """Architecture name (see `edge-fer train --help`)."""
+    data: str = ""
+    """Training data: a folder of class subfolders or the FER2013 CSV."""
+    val: str = ""
+    """Validation data used to select the best epoch (never the test set)."""
+    epochs: int = 40
+    """Epochs to run (early stopping may end sooner)."""
+    batch_size: int = 128
+    """Images per step."""
+    lr: float = 2e-3
+    """Peak learning rate (Adam)."""
+    schedule: str = "cosine"
+    """`cosine` (warm-up then cosine decay to zero) or `plateau` (halve when validation stalls)."""
+    warmup_epochs: int = 2
+    """Linear warm-up epochs for the cosine schedule."""
+    weight_decay: float = 1e-4
+    """Decoupled weight decay (AdamW)."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy target."""
+    class_weight: str = "none"
+    """`none`, `balanced` (inverse frequency) or `sqrt` (inverse square root of frequency)."""
+    augment: str = "standard"
+    """`none`, `light` (flip, small shift) or `standard` (flip, shift, rotation, zoom, contrast, erase)."""
+    mixup: float = 0.0
+    """Mixup alpha; 0 turns it off."""
+    patience: int = 0
+    """Early-stopping patience in epochs on validation accuracy; 0 turns it off."""
+    width: int | None = None
+    """Base width for architectures that take one (edgenet)."""
+    weights: str | None = None
+    """Pretrained backbone weights file for transfer architectures."""
+    seed: int = 1234
+    """Random seed for weights, shuffling and augmentation."""
+    limit: int | None = None
+    """Train on a stratified sample of this many images (smoke tests)."""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    output: str
+    best_val_accuracy: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    params: int
+    classes: list[str]
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    counts = np.maximum(counts, 1)
+    w = (counts.sum() / counts) if mode == "balanced" else np.sqrt(counts.sum() / counts)
+    w = w / np.sum(w * counts) * counts.sum()
+    return {i: float(v) for i, v in enumerate(w)}
+
+
+def _augmenter(tf, size: int, channels: int, mode: str, seed: int):
+    """A tf.data map function over float32 batches in 0..255."""
+    if mode == "none":
+        return None
+    rng = tf.random.Generator.from_seed(seed)
+    strong = mode == "standard"
+    max_rot = math.radians(12) if strong else 0.0
+    max_shift = 0.1 if strong else 0.06
+    zoom = 0.12 if strong else 0.0
+
+    def apply(x, y):
+        n = tf.shape(x)[0]
+        x = tf.where(rng.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
+        # One projective transform per image for rotation, zoom and shift (as Haar box jitter).
+        ang = rng.uniform([n], -max_rot, max_rot)
+        scale = rng.uniform([n], 1.0 - zoom, 1.0 + zoom)
+        tx = rng.uniform([n], -max_shift, max_shift) * size
+        ty = rng.uniform([n], -max_shift, max_shift) * size
+        c = (size - 1) / 2.0
+        cos, sin = tf.cos(ang) / scale, tf.sin(ang) / scale
+        a0, a1 = cos, -sin
+        b0, b1 = sin, cos
+        a2 = c - a0 * c - a1 * c + tx
+        b2 = c - b0 * c - b1 * c + ty
+        zeros = tf.zeros_like(a0)
+        transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=[size, size],
+            interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
+        if strong:
+            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            contrast = rng.uniform([n, 1, 1, 1], 0.7, 1.3)
+            bright = rng.uniform([n, 1, 1, 1], -25.0, 25.0)
+            x = tf.clip_by_value((x - mean) * contrast + mean + bright, 0.0, 255.0)
+            # Random erasing of one square per image (occlusion by hands, glasses).
+            side = tf.cast(size * 0.3, tf.int32)
+            cy = rng.uniform([n], 0, size, dtype=tf.int32)
+            cx = rng.uniform([n], 0, size, dtype=tf.int32)
+            grid = tf.range(size)
+            in_y = tf.abs(grid[None, :] - cy[:, None]) < side // 2
+            in_x = tf.abs(grid[None, :] - cx[:, None]) < side // 2
+            box = tf.logical_and(in_y[:, :, None], in_x[:, None, :])
+            erase = tf.logical_and(box, (rng.uniform([n, 1, 1]) < 0.5))
+            x = tf.where(erase[..., None], mean, x)
+        return x, y
+
+    return apply
+
+
+def _normalizer(tf, normalization: str):
+    def apply(x, y):
+        if normalization == "unit":
+            x = x / 255.0
+        elif normalization == "symmetric":
+            x = (x / 255.0 - 0.5) * 2.0
+        return x, y
+
+    return apply
+
+
+def _as_input(data: LabelledImages, channels: int) -> np.ndarray:
+    x = data.images
+    if x.ndim == 3:
+        x = x[..., None]
+    if channels == 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return x
+
+
+def make_dataset(tf, data: LabelledImages, spec, *, batch: int, n_classes: int, training: bool,
+                 augment: str, seed: int, mixup: float = 0.0, label_smoothing: float = 0.0):
+    channels = 3 if spec.color == "rgb" else 1
+    x = _as_input(data, channels)
+    y = tf.one_hot(data.labels, n_classes).numpy()
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch).map(lambda a, b: (tf.cast(a, tf.float32), b))
+    if training:
+        aug = _augmenter(tf, spec.size, channels, augment, seed)
+        if aug is not None:
+            ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+        if mixup > 0:
+            gen = tf.random.Generator.from_seed(seed + 1)
+
+            def mix(a, b):
+                n = tf.shape(a)[0]
+                g1 = gen.gamma([n], mixup)
+                g2 = gen.gamma([n], mixup)
+                lam = g1 / (g1 + g2)
+                perm = tf.random.shuffle(tf.range(n), seed=seed)
+                lx = tf.reshape(lam, [-1, 1, 1, 1])
+                ly = tf.reshape(lam, [-1, 1])
+                return a * lx + tf.gather(a, perm) * (1 - lx), b * ly + tf.gather(b, perm) * (1 - ly)
+
+            ds = ds.map(mix)
+    ds = ds.map(_normalizer(tf, spec.normalization))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _lr_schedule(keras, opts: TrainOptions, steps_per_epoch: int):
+    if opts.schedule == "plateau":
+        return opts.lr
+    total = max(1, opts.epochs * steps_per_epoch)
+    warm = min(total - 1, opts.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=opts.lr * 0.05 if warm else opts.lr,
+        decay_steps=total - warm,
+        warmup_target=opts.lr if warm else None,
+        warmup_steps=warm,
+    )
+
+
+def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None = None,
+          verbose: int | None = None) -> TrainResult:
+    """Train `opts.arch` and write the best validation model to `output` (`.keras`)."""
+    output = Path(output)
+    if output.suffix != ".keras":
+        raise UsageError(f"the output must end in .keras (got {output.name})")
+    if opts.schedule not in ("cosine", "plateau"):
+        raise UsageError(f"unknown schedule {opts.schedule!r}: choose cosine or plateau")
+    if opts.class_weight not in ("none", "balanced", "sqrt"):
+        raise UsageError(f"unknown class weighting {opts.class_weight!r}: choose none, balanced or sqrt")
+    arch = get_architecture(opts.arch)
+    spec = arch.spec
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    size = (spec.size, spec.size)
+    train_data = load_labelled(opts.data, size=size, color=spec.color, limit=opts.limit, seed=opts.seed)
+    val_data = load_labelled(opts.val, size=size, color=spec.color, classes=train_data.classes)
+    if len(train_data.classes) < 2:
+        raise InputError(f"training data in {opts.data} has fewer than two classes")
+
+    keras = keras_module()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(opts.seed)
+    n_classes = len(train_data.classes)
+    build_kwargs = {"weights": opts.weights}
+    if opts.width:
+        build_kwargs["width"] = opts.width
+    model = arch.build(n_classes, **build_kwargs)
+    steps = math.ceil(len(train_data) / opts.batch_size)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=_lr_schedule(keras, opts, steps),
+                                         weight_decay=opts.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=opts.label_smoothing),
+        metrics=["accuracy"],
+    )
+    train_ds = make_dataset(tf, train_data, spec, batch=opts.batch_size, n_classes=n_classes,
+                            training=True, augment=opts.augment, seed=opts.seed, mixup=opts.mixup)
+    val_ds = make_dataset(tf, val_data, spec, batch=256, n_classes=n_classes, training=False,
+                          augment="none", seed=opts.seed)
+
+    best_path = output.with_name(output.stem + ".best.keras")
+    backup = output.with_name(output.stem + ".backup")
+    history_path = output.with_name(output.stem + ".history.csv")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+    ]
+    if opts.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max",
+                                                           factor=0.5, patience=4, min_lr=1e-5))
+    if opts.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                                       patience=opts.patience))
+    if verbose is None:
+        verbose = 1 if sys.stderr.isatty() else 2
+    log.info("training %s (%d params) on %d images, validating on %d", arch.name,
+             model.count_params(), len(train_data), len(val_data))
+    t0 = time.monotonic()
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=verbose,
+                     class_weight=class_weights(train_data.labels, n_classes, opts.class_weight),
+                     callbacks=callbacks)
+    seconds = time.monotonic() - t0
+
+    rows = _read_history(history_path)
+    best_epoch, best_acc = max(((int(r["epoch"]) + 1, float(r["val_accuracy"])) for r in rows),
+                               key=lambda t: t[1], default=(0, float("nan")))
+    best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
+    meta = ModelMetadata(
+        labels=train_data.classes,
+        color=spec.color,
+        normalization=spec.normalization,
+        crop_margin=0.0,
+        input_size=[spec.size, spec.size],
+        provenance={
+            "architecture": arch.name,
+            "command": command,
+            "train_data": str(opts.data),
+            "val_data": str(opts.val),
+            "train_counts": train_data.counts(),
+            "options": asdict(opts),
+            "best_epoch": best_epoch,
+            "best_val_accuracy": round(best_acc, 4),
+            "epochs_run": len(rows),
+            "params": int(best.count_params()),
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
+    )
+    save_keras_with_metadata(best, output, meta)
+    return TrainResult(str(output), best_acc, best_epoch, len(hist.epoch), seconds,
+                       int(best.count_params()), train_data.classes)
+
+
+def _read_history(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("val_accuracy")]
+
+
+def metadata_sidecar(keras_path: Path) -> Path:
+    return keras_path.with_name(keras_path.name + ".json")
+
+
+def save_keras_with_metadata(model, path: Path, meta: ModelMetadata) -> None:
+    """Write the model, then its metadata beside it (`MODEL.keras.json`), atomically each."""
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    model.save(tmp)
+    os.replace(tmp, path)
+    side = metadata_sidecar(path)
+    side.with_suffix(".tmp").write_text(meta.to_json())
+    os.replace(side.with_suffix(".tmp"), side)
+
+
+def command_line() -> str:
+    return "edge-fer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def result_json(result: TrainResult) -> str:
+    return json.dumps(asdict(result), indent=2)

@@ -1,0 +1,210 @@
+"""Labelled face data: a folder of class subfolders (the FER2013 image export) or the FER2013 CSV.
+
+Both the runtime (`edge-fer evaluate`) and the host toolchain (training, calibration) read data
+through here, so a model is scored on exactly the pixels it was trained and calibrated on.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge_fer.errors import InputError
+from edge_fer.images import IMAGE_SUFFIXES, read_image, resize_to
+
+log = logging.getLogger(__name__)
+
+#: Label order of the classic FER2013 CSV (`emotion` column 0..6).
+FER2013_CSV_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+@dataclass
+class LabelledImages:
+    """Images with integer labels into `classes`."""
+
+    images: np.ndarray
+    """uint8 array, N x H x W (gray) or N x H x W x 3 (BGR as OpenCV reads it)."""
+    labels: np.ndarray
+    """int array of N indices into `classes`."""
+    classes: list[str]
+    """Class names, index i is label i."""
+    paths: list[str]
+    """Where each image came from (file path, or `csv:ROW`)."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "LabelledImages":
+        return LabelledImages(
+            self.images[index], self.labels[index], self.classes, [self.paths[i] for i in index]
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {c: int(np.sum(self.labels == i)) for i, c in enumerate(self.classes)}
+
+
+def list_class_folders(root: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image paths, for each subfolder of `root` holding images."""
+    if not root.exists():
+        raise InputError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"not a folder of class subfolders: {root}")
+    found: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            found[sub.name] = files
+    if not found:
+        raise InputError(
+            f"no labelled images in {root}: expected one subfolder per class "
+            f"(angry/, happy/, ...) holding image files"
+        )
+    return found
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Up to `n` indices drawn across classes in proportion, every class represented."""
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    picked = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        share = max(1, int(round(n * len(idx) / len(labels))))
+        picked.append(rng.choice(idx, size=min(share, len(idx)), replace=False))
+    out = np.concatenate(picked)
+    rng.shuffle(out)
+    return np.sort(out[:n])
+
+
+def _resize(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    return img if size is None else resize_to(img, size)
+
+
+def load_folder(
+    root: str | os.PathLike,
+    *,
+    size: tuple[int, int] | None = (48, 48),
+    color: str = "gray",
+    limit: int | None = None,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+) -> LabelledImages:
+    """Load a folder of class subfolders.
+
+    `size` is (width, height) to resize to; `limit` draws a stratified sample; `classes`, when
+    given, fixes the label order (a model's) and rejects folders it does not name.
+    """
+    root = Path(root)
+    found = list_class_folders(root)
+    if classes is None:
+        classes = sorted(found)
+    else:
+        classes = list(classes)
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise InputError(
+                f"class folder(s) {', '.join(unknown)} in {root} are not among the model's labels "
+                f"({', '.join(classes)}): rename or remove them"
+            )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for name, files in found.items():
+        paths.extend(files)
+        labels.extend([classes.index(name)] * len(files))
+    label_arr = np.asarray(labels, dtype=np.int64)
+    if limit is not None:
+        keep = stratified_indices(label_arr, limit, seed)
+        paths = [paths[i] for i in keep]
+        label_arr = label_arr[keep]
+
+    def load_one(p: Path) -> np.ndarray:
+        return _resize(read_image(p, color=color), size)
+
+    # JPEG decoding releases the GIL, so a few threads cut a 30k-image load several times over.
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        images = list(pool.map(load_one, paths))
+    if size is None and len({im.shape for im in images}) > 1:
+        raise InputError(f"images in {root} differ in size: give a size to resize them to")
+    log.info("loaded %d images in %d classes from %s", len(images), len(classes), root)
+    return LabelledImages(np.stack(images), label_arr, list(classes), [str(p) for p in paths])
+
+
+def load_fer_csv(
+    path: str | os.PathLike,
+    *,
+    usage: str | None = None,
+    size: tuple[int, int] | None = (48, 48),
+    color: str = "gray",
+    limit: int | None = None,
+    seed: int = 0,
+) -> LabelledImages:
+    """Load the FER2013 CSV (`emotion,pixels[,Usage]`); `usage` keeps one split (e.g. PrivateTest)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"CSV file not found: {path}")
+    images, labels, rows = [], [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
+            raise InputError(f"{path} is not the FER2013 CSV: it needs 'emotion' and 'pixels' columns")
+        for i, row in enumerate(reader, start=2):
+            if usage and row.get("Usage") != usage:
+                continue
+            try:
+                pix = np.asarray(row["pixels"].split(), dtype=np.uint8)
+                label = int(row["emotion"])
+            except ValueError:
+                raise InputError(f"{path}:{i}: 'pixels' or 'emotion' is not numeric") from None
+            side = int(round(len(pix) ** 0.5))
+            if side * side != len(pix) or not 0 <= label < len(FER2013_CSV_LABELS):
+                raise InputError(f"{path}:{i}: expected a square image and a label 0..6")
+            img = pix.reshape(side, side)
+            if color == "rgb":
+                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            images.append(_resize(img, size))
+            labels.append(label)
+            rows.append(f"csv:{i}")
+    if not images:
+        which = f" with Usage={usage}" if usage else ""
+        raise InputError(f"no rows{which} in {path}")
+    data = LabelledImages(np.stack(images), np.asarray(labels), list(FER2013_CSV_LABELS), rows)
+    if limit is not None:
+        data = data.subset(stratified_indices(data.labels, limit, seed))
+    return data
+
+
+def load_labelled(
+    source: str | os.PathLike,
+    *,
+    usage: str | None = None,
+    **kwargs,
+) -> LabelledImages:
+    """A folder of class subfolders or a FER2013 CSV, by what `source` is."""
+    source = Path(source)
+    if source.suffix.lower() == ".csv":
+        return load_fer_csv(source, usage=usage, **kwargs)
+    return load_folder(source, **kwargs)
+
+
+def remap_labels(data: LabelledImages, classes: Sequence[str]) -> LabelledImages:
+    """Express `data`'s labels in another class order (a model's), by name."""
+    classes = list(classes)
+    missing = [c for c in data.classes if c not in classes and np.any(data.labels == data.classes.index(c))]
+    if missing:
+        raise InputError(
+            f"the data has class(es) {', '.join(missing)} that the model does not know "
+            f"(model labels: {', '.join(classes)})"
+        )
+    lut = np.asarray([classes.index(c) if c in classes else -1 for c in data.classes])
+    return LabelledImages(data.images, lut[data.labels], classes, data.paths)

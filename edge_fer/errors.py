@@ -1,0 +1,41 @@
+"""Errors that reach the user as one line.
+
+Library code raises these with a message that says what is wrong and what to do; only the CLI
+turns them into output and an exit code.
+"""
+
+
+class EdgeFerError(Exception):
+    """Base class: the message is shown to the user as it is."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeFerError):
+    """The user asked for something that cannot work (bad option, bad combination)."""
+
+    exit_code = 2
+
+
+class InputError(EdgeFerError):
+    """A file the user gave is missing, unreadable or not what it should be."""
+
+    exit_code = 3
+
+
+class ModelError(EdgeFerError):
+    """A model cannot be loaded, or does not fit the task (input, output, metadata)."""
+
+    exit_code = 4
+
+
+class BackendError(EdgeFerError):
+    """No interpreter backend can be loaded."""
+
+    exit_code = 5
+
+
+class SourceError(EdgeFerError):
+    """A camera, video file or stream cannot be opened or went away for good."""
+
+    exit_code = 6

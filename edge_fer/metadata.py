@@ -1,0 +1,156 @@
+"""Model metadata that travels with a `.tflite` file: labels, colour, normalization, crop, provenance.
+
+It is stored inside the model file as a small zip archive appended after the flatbuffer (the
+same packing TFLite Support uses for associated files: interpreters ignore the trailing bytes),
+holding `edge_fer.json`. A `MODEL.json` sidecar beside the model, when present, is read instead
+for models that cannot be rewritten. Options given on the command line override either.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edge_fer.errors import ModelError, UsageError
+
+METADATA_NAME = "edge_fer.json"
+
+#: How pixel values p in 0..255 become model input x.
+NORMALIZATIONS = {
+    "unit": "x = p / 255  (0..1)",
+    "symmetric": "x = (p / 255 - 0.5) * 2  (-1..1)",
+    "raw": "x = p  (0..255)",
+}
+COLORS = ("gray", "rgb")
+
+
+def normalize(pixels: np.ndarray, normalization: str) -> np.ndarray:
+    """uint8 pixels -> float32 model input."""
+    x = pixels.astype(np.float32)
+    if normalization == "unit":
+        return x / 255.0
+    if normalization == "symmetric":
+        return (x / 255.0 - 0.5) * 2.0
+    if normalization == "raw":
+        return x
+    raise UsageError(f"unknown normalization {normalization!r}: choose one of {', '.join(NORMALIZATIONS)}")
+
+
+@dataclass
+class ModelMetadata:
+    """What the runtime needs to know about a model beyond its tensors."""
+
+    labels: list[str]
+    """Class names in output order."""
+    color: str = "gray"
+    """Input colour: `gray` or `rgb`."""
+    normalization: str = "unit"
+    """How pixels map to input values; a key of `NORMALIZATIONS`."""
+    crop_margin: float = 0.0
+    """Fraction of the face box width added on each side before resizing, matching training."""
+    input_size: list[int] | None = None
+    """[width, height] the model was trained at (the model's own input shape is authoritative)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the model came from: source file, training command, data, scores, date."""
+
+    def validate(self, where: str = "metadata") -> "ModelMetadata":
+        if not self.labels or not all(isinstance(x, str) and x for x in self.labels):
+            raise ModelError(f"{where}: 'labels' must be a non-empty list of names")
+        if len(set(self.labels)) != len(self.labels):
+            raise ModelError(f"{where}: 'labels' has duplicates: {self.labels}")
+        if self.color not in COLORS:
+            raise ModelError(f"{where}: 'color' is {self.color!r}, expected one of {', '.join(COLORS)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ModelError(
+                f"{where}: 'normalization' is {self.normalization!r}, expected one of "
+                f"{', '.join(NORMALIZATIONS)}"
+            )
+        if not 0.0 <= float(self.crop_margin) <= 1.0:
+            raise ModelError(f"{where}: 'crop_margin' must be between 0 and 1")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "metadata") -> "ModelMetadata":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "labels" not in data:
+            raise ModelError(f"{where}: 'labels' is missing")
+        return cls(**dict(data)).validate(where)
+
+    def with_overrides(self, **overrides: Any) -> "ModelMetadata":
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **given).validate("options") if given else self
+
+
+def _split_zip(blob: bytes) -> tuple[bytes, bytes | None]:
+    """(model bytes, appended zip bytes or None)."""
+    # The end-of-central-directory record sits in the last 64 KiB + 22 bytes.
+    tail_start = max(0, len(blob) - 65557)
+    eocd = blob.rfind(b"PK\x05\x06", tail_start)
+    if eocd < 0:
+        return blob, None
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+            infos = zf.infolist()
+    except zipfile.BadZipFile:
+        return blob, None
+    if not infos:
+        return blob, None
+    # zipfile accounts for data prepended to an archive, so header offsets are absolute in `blob`.
+    cut = min(i.header_offset for i in infos)
+    return blob[:cut], blob[cut:]
+
+
+def read_embedded(model_bytes: bytes) -> dict[str, Any] | None:
+    """The metadata mapping embedded in a model file, or None."""
+    _, archive = _split_zip(model_bytes)
+    if archive is None:
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            if METADATA_NAME not in zf.namelist():
+                return None
+            return json.loads(zf.read(METADATA_NAME))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"the model's embedded metadata is damaged ({exc}): re-convert the model") from None
+
+
+def embed(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
+    """Model bytes with `metadata` appended (replacing any earlier edge-fer archive)."""
+    base, _ = _split_zip(model_bytes)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr(METADATA_NAME, metadata.to_json())
+    return base + buf.getvalue()
+
+
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    p = Path(model_path)
+    return p.with_name(p.name + ".json")
+
+
+def load_metadata(model_path: str | os.PathLike, model_bytes: bytes) -> ModelMetadata | None:
+    """Sidecar `MODEL.json` if present, else the embedded archive, else None."""
+    side = sidecar_path(model_path)
+    if side.is_file():
+        try:
+            data = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{side}: not valid JSON ({exc})") from None
+        return ModelMetadata.from_mapping(data, str(side))
+    data = read_embedded(model_bytes)
+    if data is None:
+        return None
+    return ModelMetadata.from_mapping(data, f"{model_path} (embedded metadata)")

@@ -1,0 +1,85 @@
+"""Detect and classify the faces of still images; draw the results."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edge_fer.classifier import EmotionClassifier
+from edge_fer.detector import Box, HaarFaceDetector, crop_face
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is and what it shows."""
+
+    box: list[int]
+    """[x, y, w, h] in image pixels."""
+    label: str
+    score: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ImageResult:
+    path: str
+    faces: list[FaceResult]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FacePredictor:
+    """Detector plus classifier for whole frames; `detector=None` treats a frame as one face."""
+
+    def __init__(self, classifier: EmotionClassifier, detector: HaarFaceDetector | None):
+        self.classifier = classifier
+        self.detector = detector
+
+    def crops(self, frame: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
+        c = self.classifier
+        return [crop_face(frame, b, c.input_size, c.color, c.crop_margin) for b in boxes]
+
+    def predict_frame(self, frame: np.ndarray) -> list[FaceResult]:
+        if self.detector is None:
+            h, w = frame.shape[:2]
+            boxes: list[Box] = [(0, 0, w, h)]
+            faces = [crop_face(frame, boxes[0], self.classifier.input_size, self.classifier.color)]
+        else:
+            boxes = self.detector.detect(frame)
+            faces = self.crops(frame, boxes)
+        preds = self.classifier.classify(faces)
+        return [FaceResult(list(map(int, b)), p.label, round(p.score, 4),
+                           {k: round(v, 4) for k, v in p.scores.items()})
+                for b, p in zip(boxes, preds)]
+
+
+#: BGR colours per emotion for drawing, so a label reads at a glance.
+LABEL_COLORS = {
+    "angry": (40, 40, 230), "disgust": (60, 150, 60), "fear": (170, 60, 170),
+    "happy": (40, 200, 240), "neutral": (200, 200, 200), "sad": (200, 120, 40),
+    "surprise": (40, 160, 255),
+}
+
+
+def draw_faces(frame: np.ndarray, faces: list[FaceResult]) -> np.ndarray:
+    """`frame` (BGR, drawn on in place) with a box and `label score` for each face."""
+    import cv2
+
+    thick = max(1, frame.shape[1] // 400)
+    for f in faces:
+        x, y, w, h = f.box
+        color = LABEL_COLORS.get(f.label, (0, 255, 0))
+        cv2.rectangle(frame, (x, y), (x + w, y + h), color, thick)
+        text = f"{f.label} {f.score:.2f}"
+        fs = max(0.4, w / 250)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
+        ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
+        cv2.rectangle(frame, (x, ty - th - 4), (x + tw + 4, ty + base - 2), color, -1)
+        cv2.putText(frame, text, (x + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), thick,
+                    cv2.LINE_AA)
+    return frame
