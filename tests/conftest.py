@@ -1,0 +1,60 @@
+"""Shared fixtures: where ../shared is, the shipped model, and skips with a reason when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
+FER = SHARED / "datasets" / "fer2013"
+IMAGES = SHARED / "images"
+FACE_CLASSIFICATION = SHARED / "models" / "face_classification"
+MINI_XCEPTION = FACE_CLASSIFICATION / "fer2013_mini_XCEPTION.102-0.66.hdf5"
+BIG_XCEPTION = FACE_CLASSIFICATION / "fer2013_big_XCEPTION.54-0.66.hdf5"
+#: Output order of the face_classification models (the FER2013 CSV order).
+FACE_CLASSIFICATION_LABELS = "angry,disgust,fear,happy,sad,surprise,neutral"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: put the shared data at ../shared or set EDGE_FER_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fer_dir() -> Path:
+    return _require(FER)
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    return _require(IMAGES)
+
+
+@pytest.fixture(scope="session")
+def mini_xception() -> Path:
+    return _require(MINI_XCEPTION)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    """The shipped default model (committed, so never skipped)."""
+    from edge_fer_models import DEFAULT_MODEL
+
+    path = Path(os.environ.get("EDGE_FER_MODEL", DEFAULT_MODEL))
+    assert path.is_file(), f"the shipped default model is missing: {path}"
+    return path
+
+
+def has_tensorflow() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_tf = pytest.mark.skipif(not has_tensorflow(), reason="TensorFlow not installed: pip install '.[convert]'")
