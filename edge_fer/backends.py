@@ -49,14 +49,16 @@ class Backend(ABC):
     def info(self) -> BackendInfo:
         return BackendInfo(self.name, self.module_name, self.version())
 
-    def make_interpreter(self, model_content: bytes, num_threads: int | None = None):
+    def make_interpreter(self, model_content: bytes, num_threads: int | None = None,
+                         source: str = "the model"):
         cls = self.interpreter_class()
         try:
             interp = cls(model_content=model_content, num_threads=num_threads)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"not a valid TFLite model ({first})") from None
+            raise ModelError(f"{source} is not a valid TFLite model ({first}): the file is damaged "
+                             "or not a model; re-convert it") from None
         return interp
 
 

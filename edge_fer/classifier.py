@@ -91,7 +91,8 @@ class EmotionClassifier:
                              "the file is damaged or not a model")
         self.size_bytes = len(content)
         self.backend = backend or load_backend(self.options.backend)
-        self._interp = self.backend.make_interpreter(content, self.options.num_threads)
+        self._interp = self.backend.make_interpreter(content, self.options.num_threads,
+                                                    str(self.path))
         self.input = self._read_input()
         self._out = self._read_output()
         self.metadata = self._resolve_metadata(content)

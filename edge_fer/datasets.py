@@ -69,6 +69,11 @@ def list_class_folders(root: Path) -> dict[str, list[Path]]:
     return found
 
 
+def _unknown_classes_message(unknown, known, where: str = "") -> str:
+    return (f"the data{where} has class(es) {', '.join(unknown)} that the model does not know "
+            f"(model labels: {', '.join(known)}): rename or remove those folders")
+
+
 def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Up to `n` indices drawn across classes in proportion, every class represented."""
     if n >= len(labels):
@@ -111,10 +116,7 @@ def load_folder(
         classes = list(classes)
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise InputError(
-                f"class folder(s) {', '.join(unknown)} in {root} are not among the model's labels "
-                f"({', '.join(classes)}): rename or remove them"
-            )
+            raise InputError(_unknown_classes_message(unknown, classes, f" in {root}"))
     paths: list[Path] = []
     labels: list[int] = []
     for name, files in found.items():
@@ -202,9 +204,6 @@ def remap_labels(data: LabelledImages, classes: Sequence[str]) -> LabelledImages
     classes = list(classes)
     missing = [c for c in data.classes if c not in classes and np.any(data.labels == data.classes.index(c))]
     if missing:
-        raise InputError(
-            f"the data has class(es) {', '.join(missing)} that the model does not know "
-            f"(model labels: {', '.join(classes)})"
-        )
+        raise InputError(_unknown_classes_message(missing, classes))
     lut = np.asarray([classes.index(c) if c in classes else -1 for c in data.classes])
     return LabelledImages(data.images, lut[data.labels], classes, data.paths)
