@@ -204,33 +204,52 @@ def predict(paths, model, labels, normalization, crop_margin, threads, backend, 
 @click.option("--usage", help="With a CSV: the split to keep (Training, PublicTest, PrivateTest).")
 @click.option("--limit", type=click.IntRange(1), help="Score a stratified sample of N images.")
 @model_options
+@detector_options
+@click.option("--detect/--no-detect", default=False, show_default=True,
+              help="Find the face with the detector first (larger images), or take each image "
+                   "as a face crop (FER2013).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-@click.option("--no-detect", is_flag=True, default=True, show_default=True,
-              help="Images are face crops (FER2013); kept for symmetry with predict.")
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, backend,
-             as_json, no_detect):
+             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, as_json):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
     from edge_fer.datasets import load_labelled, remap_labels
-    from edge_fer.evaluate import evaluate_probs
+    from edge_fer.evaluate import detect_largest_faces, evaluate_probs
 
     path = model or _default_model()
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
         from edge_fer_convert.loader import KerasClassifier
 
-        clf = KerasClassifier.load(path, labels=labels, normalization=normalization)
+        clf = KerasClassifier.load(path, labels=labels, normalization=normalization,
+                                   crop_margin=crop_margin)
     else:
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend)
-    size = clf.input_size
-    ds = load_labelled(data, usage=usage, size=size, color=clf.color, limit=limit)
-    ds = remap_labels(ds, clf.labels)
+    extra = {}
+    if detect:
+        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit)
+        ds = remap_labels(ds, clf.labels)
+        det = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
+        extra = {"detected": len(ds), "undetected": missed}
+        if len(ds) == 0:
+            from edge_fer.errors import InputError
+
+            raise InputError(f"the detector found no face in any image of {data}: "
+                             "try --no-detect for face crops, or a smaller --min-face")
+    else:
+        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
+                                        limit=limit), clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
     if as_json:
-        click.echo(json.dumps({"model": path, "data": data, **scores.to_dict()}))
+        click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
     else:
         click.echo(f"model: {path}")
+        if extra:
+            total = extra["detected"] + extra["undetected"]
+            click.echo(f"faces detected in {extra['detected']} of {total} images "
+                       f"(scores below are over those)")
         click.echo(scores.table())
 
 
