@@ -79,6 +79,7 @@ def model_options(fn):
         click.option("--crop-margin", type=click.FloatRange(0, 1),
                      help="Face-box margin per side, fraction of box width (overrides metadata)."),
         click.option("--threads", type=click.IntRange(1), help="Interpreter threads."),
+        click.option("--tta", is_flag=True, help="Average each face with its mirror image."),
         click.option("--backend", type=click.Choice(["auto", "litert", "tflite-runtime", "tensorflow"]),
                      default="auto", show_default=True, help="TFLite interpreter backend."),
     ]
@@ -103,12 +104,12 @@ def detector_options(fn):
     return fn
 
 
-def load_classifier(model, labels, normalization, crop_margin, threads, backend):
+def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
     from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 
     return EmotionClassifier(model or _default_model(), ClassifierOptions(
         labels=labels, normalization=normalization, crop_margin=crop_margin,
-        num_threads=threads, backend=backend))
+        num_threads=threads, backend=backend, flip_tta=tta))
 
 
 def load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width):
@@ -122,7 +123,7 @@ def load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width):
 @cli.command()
 @model_options
 @handle_errors
-def info(model, labels, normalization, crop_margin, threads, backend):
+def info(model, labels, normalization, crop_margin, threads, tta, backend):
     """Show the interpreter backend, versions and the model's input spec and labels."""
     import json
     import platform
@@ -132,7 +133,7 @@ def info(model, labels, normalization, crop_margin, threads, backend):
 
     from edge_fer.backends import available_backends
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend)
+    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
     b = clf.backend_info
     i = clf.input
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
@@ -156,7 +157,7 @@ def info(model, labels, normalization, crop_margin, threads, backend):
 @click.option("--no-detect", is_flag=True, help="Each image is an already-cropped face.")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write annotated copies here.")
 @handle_errors
-def predict(paths, model, labels, normalization, crop_margin, threads, backend, cascade,
+def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, cascade,
             scale_factor, min_neighbors, min_face, detect_width, as_json, no_detect, annotate):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
@@ -166,7 +167,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, backend, 
     from edge_fer.images import iter_image_paths, read_image
     from edge_fer.predict import FacePredictor, ImageResult, draw_faces
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend)
+    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
     det = None if no_detect else load_detector(cascade, scale_factor, min_neighbors, min_face,
                                                detect_width)
     predictor = FacePredictor(clf, det)
@@ -210,7 +211,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, backend, 
                    "as a face crop (FER2013).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @handle_errors
-def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, backend,
+def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
              cascade, scale_factor, min_neighbors, min_face, detect_width, detect, as_json):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
@@ -225,7 +226,7 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         clf = KerasClassifier.load(path, labels=labels, normalization=normalization,
                                    crop_margin=crop_margin)
     else:
-        clf = load_classifier(path, labels, normalization, crop_margin, threads, backend)
+        clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
     extra = {}
     if detect:
         ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit)
