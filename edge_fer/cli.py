@@ -306,6 +306,20 @@ def convert(model, as_json, **kw):
     click.echo(json.dumps(report.to_dict()) if as_json else report.table())
 
 
+@cli.command("check-config")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@handle_errors
+def check_config(file):
+    """Validate a config file without starting (default: /etc/edge-fer/config.toml)."""
+    from edge_fer.config import DEFAULT_CONFIG_PATH, load_config
+
+    config = load_config(file or DEFAULT_CONFIG_PATH)
+    for w in config.warnings:
+        click.echo(f"edge-fer: warning: {w}", err=True)
+    sections = ", ".join(f"[{s}]" for s in config.values) or "no sections"
+    click.echo(f"{config.path}: ok ({config.key_count} keys in {sections})")
+
+
 def main() -> None:
     cli(prog_name="edge-fer")
 
