@@ -103,6 +103,37 @@ def detector_options(fn):
     return fn
 
 
+class _EarlyError(click.ClickException):
+    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same way."""
+
+    def __init__(self, exc: EdgeFerError):
+        super().__init__(str(exc))
+        self.exit_code = exc.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"edge-fer: error: {self.message}", err=True)
+
+
+def config_option(default_path=None):
+    """`--config FILE`: the file's values become the command's defaults, so options on the
+    command line still win. Without --config (or $EDGE_FER_CONFIG), /etc/edge-fer/config.toml is
+    read when it exists."""
+    from edge_fer.config import DEFAULT_CONFIG_PATH, apply_config
+
+    def callback(ctx, param, value):
+        explicit = ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT
+        try:
+            apply_config(ctx, value, required=explicit)
+        except EdgeFerError as exc:
+            raise _EarlyError(exc) from None
+        return value
+
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        default=str(default_path or DEFAULT_CONFIG_PATH), show_default=True,
+                        envvar="EDGE_FER_CONFIG", is_eager=True, expose_value=False,
+                        callback=callback, help="TOML config file (see edge-fer check-config).")
+
+
 def load_classifier(model, labels, normalization, crop_margin, threads, backend):
     from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 

@@ -11,9 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from edge_fer.cli import cli, detector_options, model_options
-from edge_fer.config import (SCHEMA, ConfigError, apply_config, load_config, locate_keys,
-                             parse_address, parse_config, run_default_map)
+from edge_fer.cli import cli, config_option, detector_options, model_options
+from edge_fer.config import (SCHEMA, ConfigError, load_config, locate_keys, parse_address,
+                             parse_config, run_default_map)
 from edge_fer.errors import InputError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,13 +180,20 @@ def test_locate_keys_skips_multiline_values_and_reads_dotted_keys():
 
 # --- the config feeds click's default_map; the command line wins ----------------------------------
 
-@click.command()
-@click.option("--config", is_eager=True, expose_value=False,
-              callback=lambda ctx, param, value: apply_config(ctx, value))
-@model_options
-@detector_options
-def fake_run(**kw):
-    click.echo(json.dumps(kw))
+def make_run(default_path):
+    """A command with run's model and detection options and the real --config option."""
+
+    @click.command()
+    @config_option(default_path)
+    @model_options
+    @detector_options
+    def fake_run(**kw):
+        click.echo(json.dumps(kw))
+
+    return fake_run
+
+
+fake_run = make_run(Path("/nonexistent/edge-fer/config.toml"))
 
 
 def test_config_values_become_option_defaults_and_the_command_line_overrides(tmp_path):
@@ -203,6 +210,30 @@ def test_config_values_become_option_defaults_and_the_command_line_overrides(tmp
     got = json.loads(runner.invoke(fake_run, ["--min-face", "60", "--config", str(path)],
                                    catch_exceptions=False).output)
     assert got["min_face"] == 60
+
+
+def test_default_config_path_is_read_when_present_and_optional(tmp_path):
+    default = tmp_path / "config.toml"
+    cmd = make_run(default)
+    runner = CliRunner()
+    assert json.loads(runner.invoke(cmd, [], catch_exceptions=False).output)["min_face"] == 30
+    default.write_text("[detection]\nmin_face = 50\n")
+    assert json.loads(runner.invoke(cmd, [], catch_exceptions=False).output)["min_face"] == 50
+    other = write(tmp_path, "[detection]\nmin_face = 70\n", "other.toml")
+    got = runner.invoke(cmd, [], env={"EDGE_FER_CONFIG": str(other)}, catch_exceptions=False)
+    assert json.loads(got.output)["min_face"] == 70
+
+
+def test_bad_or_missing_config_is_one_line_and_an_exit_code(tmp_path):
+    runner = CliRunner()
+    bad = write(tmp_path, "[detection]\nmin_face = 2\n")
+    got = runner.invoke(fake_run, ["--config", str(bad)])
+    assert got.exit_code == 2
+    assert got.output == (f"edge-fer: error: {bad}:2: key 'detection.min_face' has 2 (an integer): "
+                          "allowed an integer from 8 to 4096\n")
+    got = runner.invoke(fake_run, ["--config", str(tmp_path / "missing.toml")])
+    assert got.exit_code == 3 and got.output.startswith("edge-fer: error: config file ")
+    assert "Traceback" not in got.output
 
 
 def test_schema_keys_are_the_option_names_of_run():

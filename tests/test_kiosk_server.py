@@ -12,12 +12,15 @@ import time
 import urllib.error
 import urllib.request
 
+import click
 import cv2
 import numpy as np
 import prometheus_client
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_fer.cli import handle_errors
 from edge_fer.errors import UsageError
 from edge_fer.results import FrameResult
 from edge_fer.server import ServerOptions, ServerSink
@@ -168,6 +171,16 @@ def test_port_in_use_is_a_one_line_usage_error(sink):
                             "edge-fer?): stop that program or choose another port with --serve HOST:PORT")
     with pytest.raises(UsageError, match="port 99999 is outside 1-65535"):
         ServerOptions.from_serve("127.0.0.1:99999")
+
+    # Through the CLI's error handling, as `run` will raise it: one line, exit code 2.
+    @click.command()
+    @handle_errors
+    def serve():
+        ServerSink(ServerOptions.from_serve(f"127.0.0.1:{port}"))
+
+    got = CliRunner().invoke(serve, [])
+    assert got.exit_code == 2
+    assert got.output == f"edge-fer: error: {e.value}\n"
 
 
 def test_a_client_that_never_reads_does_not_stall_handle(frames):
