@@ -339,11 +339,15 @@ def convert(model, as_json, **kw):
 
 @cli.command("check-config")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--keys", is_flag=True, help="List every allowed key and what it takes, then exit.")
 @handle_errors
-def check_config(file):
+def check_config(file, keys):
     """Validate a config file without starting (default: /etc/edge-fer/config.toml)."""
-    from edge_fer.config import DEFAULT_CONFIG_PATH, load_config
+    from edge_fer.config import DEFAULT_CONFIG_PATH, describe_keys, load_config
 
+    if keys:
+        click.echo("\n".join(describe_keys()))
+        return
     config = load_config(file or DEFAULT_CONFIG_PATH)
     for w in config.warnings:
         click.echo(f"edge-fer: warning: {w}", err=True)

@@ -476,6 +476,12 @@ def parse_config(text: str, path: str | os.PathLike = "<config>") -> Config:
     return Config(path=p, values=values, warnings=warnings)
 
 
+def describe_keys() -> list[str]:
+    """One line per allowed key: `section.key: doc (allowed ...)`."""
+    return [f"{section}.{key}: {spec.doc} (allowed {spec.allowed})"
+            for section, keys in SCHEMA.items() for key, spec in keys.items()]
+
+
 def is_loopback(host: str) -> bool:
     """True for `localhost` and loopback addresses (127.0.0.0/8, ::1), without DNS."""
     if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
@@ -494,7 +500,7 @@ def run_default_map(config: Config) -> dict[str, Any]:
     as if typed.
     """
     out: dict[str, Any] = {}
-    for section, table in config.values.items():
+    for table in config.values.values():
         for key, value in table.items():
             if isinstance(value, list):
                 value = ",".join(value)

@@ -244,5 +244,12 @@ def test_schema_keys_are_the_option_names_of_run():
     assert run_default_map(cfg) == {"labels": "a,b", "serve": "127.0.0.1:9"}
 
 
+def test_check_config_lists_the_keys():
+    out = CliRunner().invoke(cli, ["check-config", "--keys"]).output.splitlines()
+    assert len(out) == sum(len(keys) for keys in SCHEMA.values())
+    assert "server.serve: Serve the local page, API and metrics on HOST:PORT. (allowed \"HOST:PORT\" " \
+           "with PORT 1-65535, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")" in out
+
+
 def test_config_error_is_a_usage_error():
     assert issubclass(ConfigError, UsageError)
