@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import socket
 import socketserver
 import threading
@@ -37,6 +38,7 @@ from edge_fer.results import FrameResult
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgeferframe"
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s]*")
 
 
 @dataclass
@@ -126,7 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def log_message(self, format, *args):  # noqa: A002 (the stdlib's name)
-        log.debug("%s %s", self.address_string(), format % args)
+        # Request lines carry ?token=...: keep the secret out of the journal.
+        log.debug("%s %s", self.address_string(), _TOKEN_IN_URL.sub(r"\1***", format % args))
 
     def do_GET(self):  # noqa: N802 (the stdlib's name)
         self.server.sink._serve(self)

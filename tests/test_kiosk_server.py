@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import socket
 import threading
@@ -138,7 +139,7 @@ def test_metrics_parse_with_the_prometheus_parser(sink, frames):
     assert prometheus_client.REGISTRY.get_sample_value("edge_fer_frames_processed_total") is None
 
 
-def test_token_is_required_on_every_route():
+def test_token_is_required_on_every_route(caplog):
     with ServerSink(ServerOptions(port=0, token=TOKEN)) as s:
         for path in ("", "stream.mjpg", "api/stats", "api/faces", "metrics", "nope"):
             with pytest.raises(urllib.error.HTTPError) as e:
@@ -148,7 +149,9 @@ def test_token_is_required_on_every_route():
         with pytest.raises(urllib.error.HTTPError) as e:
             get(s.url + "api/stats", {"Authorization": "Bearer wrong-token-wrong-token"})
         assert e.value.code == 401
-        assert get(s.url + f"?token={TOKEN}").status == 200
+        with caplog.at_level(logging.DEBUG, logger="edge_fer.server"):
+            assert get(s.url + f"?token={TOKEN}").status == 200
+        assert "GET /?token=*** HTTP" in caplog.text and TOKEN not in caplog.text
         assert get(s.url + "metrics", {"Authorization": f"Bearer {TOKEN}"}).status == 200
         assert json.load(get(s.url + "api/faces", {"Authorization": f"Bearer {TOKEN}"}))["faces"] == []
 
