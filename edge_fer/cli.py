@@ -104,6 +104,37 @@ def detector_options(fn):
     return fn
 
 
+class _EarlyError(click.ClickException):
+    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same way."""
+
+    def __init__(self, exc: EdgeFerError):
+        super().__init__(str(exc))
+        self.exit_code = exc.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"edge-fer: error: {self.message}", err=True)
+
+
+def config_option(default_path=None):
+    """`--config FILE`: the file's values become the command's defaults, so options on the
+    command line still win. Without --config (or $EDGE_FER_CONFIG), /etc/edge-fer/config.toml is
+    read when it exists."""
+    from edge_fer.config import DEFAULT_CONFIG_PATH, apply_config
+
+    def callback(ctx, param, value):
+        explicit = ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT
+        try:
+            apply_config(ctx, value, required=explicit)
+        except EdgeFerError as exc:
+            raise _EarlyError(exc) from None
+        return value
+
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        default=str(default_path or DEFAULT_CONFIG_PATH), show_default=True,
+                        envvar="EDGE_FER_CONFIG", is_eager=True, expose_value=False,
+                        callback=callback, help="TOML config file (see edge-fer check-config).")
+
+
 def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
     from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 
@@ -324,6 +355,24 @@ def convert(model, as_json, **kw):
 
     report = run_convert(model, ConvertOptions(**kw))
     click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+
+
+@cli.command("check-config")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--keys", is_flag=True, help="List every allowed key and what it takes, then exit.")
+@handle_errors
+def check_config(file, keys):
+    """Validate a config file without starting (default: /etc/edge-fer/config.toml)."""
+    from edge_fer.config import DEFAULT_CONFIG_PATH, describe_keys, load_config
+
+    if keys:
+        click.echo("\n".join(describe_keys()))
+        return
+    config = load_config(file or DEFAULT_CONFIG_PATH)
+    for w in config.warnings:
+        click.echo(f"edge-fer: warning: {w}", err=True)
+    sections = ", ".join(f"[{s}]" for s in config.values) or "no sections"
+    click.echo(f"{config.path}: ok ({config.key_count} keys in {sections})")
 
 
 def main() -> None:
