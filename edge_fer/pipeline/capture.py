@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_fer.errors import EdgeFerError, InputError, SourceError, UsageError
+from edge_fer.errors import InputError, SourceError, UsageError
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import Stage
 from edge_fer.pipeline.stats import PipelineStats
@@ -456,6 +456,7 @@ class CaptureStage(Stage):
         self.stats = stats
         self._on_end = on_end
         self._last_size: tuple[int, int] | None = None
+        self._size_changed = False
 
     def run_loop(self) -> None:
         o, src = self.options, self.source
@@ -500,10 +501,12 @@ class CaptureStage(Stage):
 
     def _check_size(self, image: np.ndarray) -> None:
         size = (image.shape[1], image.shape[0])
-        if self._last_size is not None and size != self._last_size:
-            # Everything downstream works per frame; say so once, since boxes jump.
-            log.warning("%s: frame size changed from %dx%d to %dx%d", self.source.description,
-                        *self._last_size, *size)
+        if self._last_size is not None and size != self._last_size and not self._size_changed:
+            # Every stage works per frame, so this is no error; it is said once because tracks
+            # break and a recording gets resized frames.
+            self._size_changed = True
+            log.warning("%s: frame size changed from %dx%d to %dx%d (further changes are not "
+                        "reported)", self.source.description, *self._last_size, *size)
         self._last_size = size
 
     def _reconnect(self, exc: SourceError) -> bool:

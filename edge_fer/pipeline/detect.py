@@ -32,6 +32,8 @@ class Detection:
     """The boxes the detector found on one frame."""
 
     frame_index: int
+    frame_size: tuple[int, int]
+    """(w, h) of the frame the boxes belong to."""
     boxes: list[Box]
 
 
@@ -98,7 +100,7 @@ class DetectionWorker(Stage):
             boxes = self._detect(frame)
             self.stats.detect.add((time.perf_counter() - t0) * 1000.0)
             with self._cond:
-                self._result = Detection(frame.index, boxes)
+                self._result = Detection(frame.index, frame.image.shape[1::-1], boxes)
                 self._busy = False
                 self._cond.notify_all()
 
@@ -137,6 +139,7 @@ class DetectStage(Stage):
         self.inbox, self.upstream, self.outbox = inbox, upstream, outbox
         self.stats = stats
         self._last_submitted: int | None = None
+        self._size: tuple[int, int] | None = None
 
     def start(self) -> None:
         self.worker.start()
@@ -148,12 +151,24 @@ class DetectStage(Stage):
         return index - self._last_submitted >= self.options.detect_every
 
     def _apply(self, detection: Detection | None) -> None:
-        if detection is not None:
+        # Boxes found on a frame of another size say nothing about this one.
+        if detection is not None and detection.frame_size == self._size:
             started, _ = self.tracker.update(detection.boxes)
             self.stats.tracks_started += len(started)
 
+    def _check_size(self, frame: Frame) -> None:
+        size = frame.image.shape[1::-1]
+        if size != self._size:
+            if self._size is not None:
+                # A new frame size (a camera mode change, a folder of mixed images): the boxes
+                # point at the wrong pixels, so every face is tracked afresh.
+                self.tracker.tracks.clear()
+                self._last_submitted = None
+            self._size = size
+
     def run_loop(self) -> None:
         for frame in self.items(self.inbox, self.upstream):
+            self._check_size(frame)
             self._apply(self.worker.take())
             if self._due(frame.index) and self.worker.busy and self.lossless:
                 # Offline, a detection is never skipped for lack of time: wait for the

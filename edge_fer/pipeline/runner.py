@@ -124,8 +124,10 @@ class Pipeline:
         with self._lock:
             if self._error is None:
                 self._error = exc
+                # A failure is why the run ended, even if the source had ended just before.
+                self._stop_reason = f"error in {stage}"
         log.debug("%s stage: %s", stage, exc)
-        self.stop(f"error in {stage}")
+        self._stop.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the sinks have had the last result and the summary; True when they have."""
