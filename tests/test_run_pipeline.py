@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 
-import numpy as np
 import pytest
 
 from clips import FakePicamera2, make_clip
@@ -213,3 +212,14 @@ def test_stop_from_another_thread_ends_a_live_run(clip, classifier):
     assert pipeline.stop_reason == "stopped" and pipeline.error is None
     assert collect.summary["stop_reason"] == "stopped" and collect.results
     assert cam.stopped == 1
+
+
+def test_duration_bounds_a_live_run(clip, classifier):
+    cam = FakePicamera2(clip.path, fps=30)
+    pipeline, got = _run(PiCameraSource(640, 480, 30, camera=cam), classifier,
+                         CaptureOptions(camera="pi", duration=0.6))
+    assert pipeline.stop_reason == "duration" and pipeline.error is None
+    s = pipeline.summary()
+    # About 0.6 s of a 30 FPS camera.
+    assert 12 <= s["frames_captured"] <= 25
+    assert got.summary["stop_reason"] == "duration"

@@ -346,3 +346,78 @@ def test_pi_camera_rejects_a_lores_stream_of_the_wrong_shape(tmp_path):
     src.open()
     with pytest.raises(SourceError, match="expected YUV420 of 320x240"):
         src.read()
+
+
+def _mjpeg_server(jpegs: list[bytes], port: int = 0):
+    """An HTTP MJPEG camera (multipart/x-mixed-replace, as IP cameras serve) on localhost."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            i = 0
+            try:
+                while not self.server.going_away:
+                    jpg = jpegs[i % len(jpegs)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpg) + jpg + b"\r\n")
+                    i += 1
+                    time.sleep(1 / 60)
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.going_away = False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop_server(server):
+    server.going_away = True  # ends the open streams too, as a camera losing power would
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_that_goes_away_mid_run_is_reconnected(images_dir, tmp_path, caplog):
+    """A real FFmpeg stream over HTTP: the camera goes away mid-run and comes back."""
+    import cv2
+
+    from clips import make_clip
+    from edge_fer.pipeline.capture import StreamSource
+
+    clip = make_clip(tmp_path / "live.mp4", images_dir, frames=20, n_faces=1)
+    cap = cv2.VideoCapture(str(clip.path))
+    jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(clip.frames)]
+    server = _mjpeg_server(jpegs)
+    port = server.server_address[1]
+    source = StreamSource(f"http://user:secret@127.0.0.1:{port}/", timeout_s=2)
+    stats = PipelineStats()
+    stats.start()
+    out, stop, errors = LatestQueue(1000), threading.Event(), []
+    opts = CaptureOptions(source="x", max_frames=40, reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    stage = CaptureStage(source, opts, out, stats, stop, lambda n, e: errors.append(e), False, lambda r: None)
+    with caplog.at_level(logging.WARNING, logger="edge_fer.pipeline.capture"):
+        stage.start()
+        try:
+            deadline = time.monotonic() + 20
+            while stats.frames_captured < 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            _stop_server(server)
+            while "reconnect failed" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.02)
+            server = _mjpeg_server(jpegs, port)
+            assert stage.join(20), "capture did not finish after the stream came back"
+        finally:
+            stop.set()
+            _stop_server(server)
+    assert not errors
+    assert stats.frames_captured == 40 and stats.reconnects == 1
+    assert out.get(0).image.shape == (480, 640, 3)
+    assert "reconnect failed" in caplog.text and "is back after" in caplog.text
+    assert "secret" not in caplog.text  # the password never reaches a log
