@@ -75,7 +75,7 @@ def test_run_on_an_image_folder_skips_unreadable_files_and_takes_any_size(clip, 
     assert r.exit_code == 0, r.output
     assert "5 frames processed of 5 captured" in r.stdout
     assert "frame03.jpg" in caplog.text
-    assert "frame size changed from 640x480 to 320x240" in caplog.text
+    assert "frame size changed from 640x480 to 320x240: tracking starts afresh" in caplog.text
 
 
 def _not_a_video(tmp_path):

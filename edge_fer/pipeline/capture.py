@@ -455,8 +455,6 @@ class CaptureStage(Stage):
         self.outbox = outbox
         self.stats = stats
         self._on_end = on_end
-        self._last_size: tuple[int, int] | None = None
-        self._size_changed = False
 
     def run_loop(self) -> None:
         o, src = self.options, self.source
@@ -482,7 +480,6 @@ class CaptureStage(Stage):
             if got is None:
                 return self._on_end("end of source")
             image = as_bgr(got[0], src.description)
-            self._check_size(image)
             if pace:
                 # A camera delivers frame i at anchor + i * period whether or not anyone is ready.
                 now = time.monotonic()
@@ -498,16 +495,6 @@ class CaptureStage(Stage):
             self.emit(self.outbox, Frame(index, at, image, got[1]))
             index += 1
         self._on_end("stopped")
-
-    def _check_size(self, image: np.ndarray) -> None:
-        size = (image.shape[1], image.shape[0])
-        if self._last_size is not None and size != self._last_size and not self._size_changed:
-            # Every stage works per frame, so this is no error; it is said once because tracks
-            # break and a recording gets resized frames.
-            self._size_changed = True
-            log.warning("%s: frame size changed from %dx%d to %dx%d (further changes are not "
-                        "reported)", self.source.description, *self._last_size, *size)
-        self._last_size = size
 
     def _reconnect(self, exc: SourceError) -> bool:
         """Re-open a live source with exponential backoff; False when stopped meanwhile."""

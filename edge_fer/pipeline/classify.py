@@ -60,8 +60,8 @@ class ClassifyStage(Stage):
             self._event("leave", face, self._last_index, now)
 
     def _predict(self, item: TrackedFrame) -> np.ndarray | None:
-        crops = self.predictor.crops(item.frame.image, [box for _, box in item.tracks])
         t0 = time.perf_counter()
+        crops = self.predictor.crops(item.frame.image, [box for _, box in item.tracks])
         try:
             probs = self.classifier.predict_proba(crops)
         except Exception as exc:  # noqa: BLE001 - bounded: logged, counted, fatal when repeated

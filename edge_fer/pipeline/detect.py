@@ -140,6 +140,7 @@ class DetectStage(Stage):
         self.stats = stats
         self._last_submitted: int | None = None
         self._size: tuple[int, int] | None = None
+        self._size_changed = False
 
     def start(self) -> None:
         self.worker.start()
@@ -160,8 +161,12 @@ class DetectStage(Stage):
         size = frame.image.shape[1::-1]
         if size != self._size:
             if self._size is not None:
-                # A new frame size (a camera mode change, a folder of mixed images): the boxes
-                # point at the wrong pixels, so every face is tracked afresh.
+                # A new frame size (a camera mode change, a folder of mixed images) is no error,
+                # but the boxes point at the wrong pixels: every face is tracked afresh.
+                if not self._size_changed:
+                    log.warning("frame size changed from %dx%d to %dx%d: tracking starts afresh "
+                                "(further changes are not reported)", *self._size, *size)
+                    self._size_changed = True
                 self.tracker.tracks.clear()
                 self._last_submitted = None
             self._size = size
@@ -170,7 +175,7 @@ class DetectStage(Stage):
         for frame in self.items(self.inbox, self.upstream):
             self._check_size(frame)
             self._apply(self.worker.take())
-            if self._due(frame.index) and self.worker.busy and self.lossless:
+            if self._due(frame.index) and self.lossless:
                 # Offline, a detection is never skipped for lack of time: wait for the
                 # previous one so detections stay `detect_every` frames apart.
                 while self.worker.busy and not self.stop_event.is_set():
