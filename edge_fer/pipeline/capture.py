@@ -128,12 +128,30 @@ def _sane_fps(value: float) -> float | None:
     return float(value) if value and math.isfinite(value) and 1.0 <= value <= 240.0 else None
 
 
-class VideoFileSource(Source):
+class _OpenCVSource(Source):
+    """What the sources read through OpenCV's VideoCapture share."""
+
+    _cap = None
+
+    def read(self):
+        ok, image = self._cap.read()
+        if ok:
+            return image, None
+        if self.live:
+            raise SourceError(f"{self.description} stopped delivering frames")
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoFileSource(_OpenCVSource):
     """A video file read with OpenCV (FFmpeg)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._cap = None
 
     @property
     def description(self) -> str:
@@ -149,15 +167,6 @@ class VideoFileSource(Source):
             raise SourceError(f"{self.path} is not a video OpenCV can read (damaged, or not a video)")
         self._cap = cap
         self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
-
-    def read(self):
-        ok, image = self._cap.read()
-        return (image, None) if ok else None
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 class ImageFolderSource(Source):
@@ -201,7 +210,7 @@ def _video_device(index: int) -> Path | None:
     return Path(f"/dev/video{index}") if sys.platform.startswith("linux") else None
 
 
-class USBCameraSource(Source):
+class USBCameraSource(_OpenCVSource):
     """A V4L2 / USB camera opened by index with OpenCV."""
 
     live = True
@@ -210,7 +219,6 @@ class USBCameraSource(Source):
         self.index = index
         self.size = (width, height)
         self.fps = fps
-        self._cap = None
         self._warned_size = False
 
     @property
@@ -244,24 +252,13 @@ class USBCameraSource(Source):
             log.warning("%s gives %dx%d frames, not the requested %dx%d", self.description,
                         *got, *self.size)
 
-    def read(self):
-        ok, image = self._cap.read()
-        if not ok:
-            raise SourceError(f"{self.description} stopped delivering frames (unplugged?)")
-        return image, None
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
 
 def redact_url(url: str) -> str:
     """`url` without a password, for messages and logs."""
     return re.sub(r"//([^/@:]+):[^/@]*@", r"//\1:***@", url)
 
 
-class StreamSource(Source):
+class StreamSource(_OpenCVSource):
     """A network stream (RTSP, HTTP, ...) read with OpenCV's FFmpeg backend."""
 
     live = True
@@ -269,7 +266,6 @@ class StreamSource(Source):
     def __init__(self, url: str, timeout_s: float = 10.0):
         self.url = url
         self.timeout_ms = int(timeout_s * 1000)
-        self._cap = None
 
     @property
     def description(self) -> str:
@@ -287,17 +283,6 @@ class StreamSource(Source):
                               f"and that the stream is running")
         self._cap = cap
         self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
-
-    def read(self):
-        ok, image = self._cap.read()
-        if not ok:
-            raise SourceError(f"{self.description} stopped sending frames")
-        return image, None
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 PICAMERA2_MISSING = ("picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install "
