@@ -88,7 +88,10 @@ def model_options(fn):
     return fn
 
 
-def detector_options(fn):
+def detector_options(fn=None, *, detect_width: int = 640):
+    """Haar detection options; `@detector_options(detect_width=N)` changes that default."""
+    if fn is None:
+        return functools.partial(detector_options, detect_width=detect_width)
     opts = [
         click.option("--cascade", type=click.Path(dir_okay=False),
                      help="Haar cascade XML (default: OpenCV's frontal-face cascade)."),
@@ -96,7 +99,7 @@ def detector_options(fn):
         click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0)),
         click.option("--min-face", default=30, show_default=True, type=click.IntRange(8),
                      help="Smallest face side in pixels."),
-        click.option("--detect-width", default=640, show_default=True, type=click.IntRange(0),
+        click.option("--detect-width", default=detect_width, show_default=True, type=click.IntRange(0),
                      help="Downscale frames to this width for detection (0 = full size)."),
     ]
     for o in reversed(opts):
@@ -229,6 +232,75 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                 raise InputError(f"cannot write {target}")
     if failures:
         sys.exit(3)
+
+
+@cli.command()
+@click.option("--camera", help="Camera: pi (picamera2), usb:N or N (OpenCV).")
+@click.option("--source", help="Video file, image folder, or stream URL (rtsp://, http://).")
+@click.option("--width", default=640, show_default=True, type=click.IntRange(16), help="Camera frame width.")
+@click.option("--height", default=480, show_default=True, type=click.IntRange(16), help="Camera frame height.")
+@click.option("--fps", type=click.FloatRange(1, 240),
+              help="Camera frame rate (default 30); with --realtime, the pace of a file or folder "
+                   "(default: the file's own rate).")
+@click.option("--realtime", is_flag=True,
+              help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@model_options
+@detector_options(detect_width=320)
+@click.option("--detect-every", default=5, show_default=True, type=click.IntRange(1),
+              help="Full detection at least every N frames; faces are tracked in between.")
+@click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
+              help="Frames of scores averaged per face (1 = off).")
+@click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
+              help="Box overlap for a detection to continue a track.")
+@click.option("--log-json", type=click.Path(dir_okay=False),
+              help="Append JSON lines to FILE: stats every --log-interval, face events, a summary.")
+@click.option("--log-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds between stats lines.")
+@click.option("--display/--headless", default=None,
+              help="Show the annotated stream in a window (default: when a GUI is available).")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi).")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
+@handle_errors
+def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
+        threads, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
+        detect_every, smoothing, iou_threshold, log_json, log_interval, display, record,
+        max_frames, duration):
+    """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
+
+    Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
+    prints a summary in every case.
+    """
+    from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
+                                   open_source, stop_on_signals)
+    from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
+                                         format_summary, gui_problem)
+
+    capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
+                             realtime=realtime, max_frames=max_frames, duration=duration,
+                             lores_width=detect_width)
+    src = open_source(capture)
+    pipeline = Pipeline(src, load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width),
+                        load_classifier(model, labels, normalization, crop_margin, threads, backend),
+                        PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
+                                                                iou_threshold=iou_threshold,
+                                                                smoothing=smoothing)))
+    sinks = [LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True))]
+    if display or (display is None and gui_problem() is None):
+        sinks.append(DisplaySink(pipeline.stop))
+    if record:
+        sinks.append(RecorderSink(record))
+    if log_json:
+        sinks.append(JsonLinesSink(log_json, log_interval, {"version": __version__, **pipeline.describe()}))
+    for sink in sinks:
+        pipeline.add_sink(sink)
+    with stop_on_signals(pipeline):
+        pipeline.start()
+        pipeline.wait()
+    click.echo(format_summary(pipeline.summary()))
+    if pipeline.error is not None:
+        raise pipeline.error
 
 
 @cli.command()
