@@ -264,7 +264,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @handle_errors
 def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
-        threads, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
+        threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
         detect_every, smoothing, iou_threshold, log_json, log_interval, display, record,
         max_frames, duration):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
@@ -282,7 +282,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
                              lores_width=detect_width)
     src = open_source(capture)
     pipeline = Pipeline(src, load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width),
-                        load_classifier(model, labels, normalization, crop_margin, threads, backend),
+                        load_classifier(model, labels, normalization, crop_margin, threads, backend, tta),
                         PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
                                                                 iou_threshold=iou_threshold,
                                                                 smoothing=smoothing)))
