@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_fer.cli import run as cli_run
 from edge_fer.config import load_config
 from edge_fer.server import ServerOptions, ServerSink
 
@@ -99,7 +100,7 @@ def test_install_lays_out_the_service(installed):
     config = root / "etc/edge-fer/config.toml"
     assert config.read_text() == (SYSTEMD / "config.example.toml").read_text()
     assert stat.S_IMODE(config.stat().st_mode) == 0o600  # it may hold the server token
-    assert load_config(config).get("server", "serve") == "127.0.0.1:8080"
+    assert load_config(config, cli_run).get("server", "serve") == "127.0.0.1:8080"
     assert (root / "etc/systemd/system/edge-fer-kiosk.service.d/user.conf").read_text().endswith(
         "[Service]\nUser=kiosk\n")
     launcher = root / "opt/edge-fer/bin/edge-fer-kiosk"
