@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ import pytest
 from edge_fer.cli import run as cli_run
 from edge_fer.config import load_config
 from edge_fer.server import ServerOptions, ServerSink
+from kiosk_helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"
@@ -183,12 +183,6 @@ def test_scripts_are_shellcheck_clean():
 
 
 # --- the kiosk launcher ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def as_user():
