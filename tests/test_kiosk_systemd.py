@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -73,6 +74,25 @@ def test_security_check_is_real(tmp_path):
     unit.write_text("[Service]\nExecStart=/bin/true\n")
     p = run([SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(unit)])
     assert float(re.search(r"Overall exposure level for plain\.service: (\d+\.\d+)", p.stdout).group(1)) > 9
+
+
+# --- the unit runs the command the CLI has -------------------------------------------------------
+
+def test_exec_start_is_a_run_the_cli_takes_with_the_shipped_config(tmp_path):
+    unit = (SYSTEMD / "edge-fer.service").read_text()
+    (exec_start,) = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    shutil.copy(SYSTEMD / "config.example.toml", credentials / "config.toml")
+    argv = shlex.split(exec_start.replace("${CREDENTIALS_DIRECTORY}", str(credentials)))
+    assert argv[:2] == ["/opt/edge-fer/venv/bin/edge-fer", "run"]
+    params = cli_run.make_context("run", argv[2:]).params
+    # The service reads the camera and serves the page the kiosk launcher waits for, headless,
+    # logging into the one folder it may write logs to.
+    assert params["camera"] == "pi" and params["display"] is False
+    assert f"http://{params['serve']}/" == re.search(r'url="\$\{EDGE_FER_URL:-([^}]+)\}"',
+                                                     (SYSTEMD / "edge-fer-kiosk").read_text()).group(1)
+    assert "LogsDirectory=edge-fer" in unit and params["log_json"].startswith("/var/log/edge-fer/")
 
 
 # --- install.sh into a DESTDIR ---------------------------------------------------------------------
