@@ -9,8 +9,7 @@ import sys
 import click
 
 from edge_fer import __version__
-from edge_fer.config import (ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token,
-                             parse_address)
+from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
 from edge_fer.errors import EdgeFerError
 
 log = logging.getLogger("edge_fer")
@@ -147,32 +146,19 @@ class CameraType(click.ParamType):
         return value
 
 
-class AddressType(click.ParamType):
-    """`HOST:PORT` to serve on."""
+class CheckedString(click.ParamType):
+    """A string that `check` (raising ValueError with the reason) accepts; the message never
+    repeats the value, which may be a secret."""
 
-    name = "address"
-    allowed = ADDRESS_WORDS
+    def __init__(self, name: str, check, allowed: str):
+        self.name, self.check, self.allowed = name, check, allowed
 
     def convert(self, value, param, ctx):
         try:
-            parse_address(value)
+            self.check(value)
         except ValueError as exc:
-            self.fail(f"{value!r}: {exc}: allowed {self.allowed}", param, ctx)
+            self.fail(f"{exc}: allowed {self.allowed}", param, ctx)
         return value.strip()
-
-
-class TokenType(click.ParamType):
-    """An access token that is hard enough to guess."""
-
-    name = "token"
-    allowed = TOKEN_WORDS
-
-    def convert(self, value, param, ctx):
-        try:
-            check_token(value)
-        except ValueError:
-            self.fail(f"too weak: use {self.allowed}", param, ctx)
-        return value
 
 
 def config_option(default_path=None):
@@ -327,11 +313,13 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "frames reach the disk.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
-@click.option("--serve", type=AddressType(), is_flag=False, flag_value=DEFAULT_SERVE,
+@click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
+              is_flag=False, flag_value=DEFAULT_SERVE,
               metavar="[HOST:PORT]",
               help=f"Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT "
                    f"({DEFAULT_SERVE} when given alone).")
-@click.option("--token", type=TokenType(), envvar="EDGE_FER_TOKEN",
+@click.option("--token", type=CheckedString("token", check_token, TOKEN_WORDS),
+              envvar="EDGE_FER_TOKEN",
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
 @handle_errors

@@ -13,7 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -139,26 +141,36 @@ def get_json(url: str, headers: dict | None = None):
         return None
 
 
-def spawn_run(args, cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    """`edge-fer run ARGS` in its own process, as systemd starts it; `env` adds variables to a
-    clean copy of this one (no notify socket, config or token unless given)."""
+@contextmanager
+def spawn_run(args, cwd: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """`edge-fer run ARGS` in its own process, as systemd starts it, killed on the way out if
+    still running; `env` adds variables to a clean copy of this one (no notify socket, config
+    or token unless given)."""
     base = {k: v for k, v in os.environ.items() if k not in RUN_ENVIRONMENT}
     base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, "-m", "edge_fer", "run", *map(str, args)],
+    proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "run", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**base, **(env or {})}, cwd=cwd)
-
-
-def stop_run(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[str, str]:
-    """Signal a running `edge-fer run` and collect (stdout, stderr); kills it if it hangs."""
     try:
-        assert proc.poll() is None, "the run ended before it could be signalled: " + proc.stderr.read()
-        proc.send_signal(sig)
-        return proc.communicate(timeout=timeout)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def alive(proc: subprocess.Popen) -> bool:
+    """True while `proc` runs; once it has ended, fails with the end of what it said."""
+    if proc.poll() is not None:
+        raise AssertionError(f"the run ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    return True
+
+
+def stop_run(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[str, str]:
+    """Signal a running `edge-fer run` and collect (stdout, stderr)."""
+    assert proc.poll() is None, "the run ended before it could be signalled: " + proc.stderr.read()
+    proc.send_signal(sig)
+    return proc.communicate(timeout=timeout)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -203,7 +215,7 @@ class NotifySocket:
         self._thread.join(timeout=5)
         self._sock.close()
 
-    def __enter__(self) -> "NotifySocket":
+    def __enter__(self) -> NotifySocket:
         return self
 
     def __exit__(self, *exc) -> None:

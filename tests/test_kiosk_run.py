@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clips import FakePicamera2, make_clip
 from edge_fer.cli import cli
-from kiosk_helpers import (NotifySocket, free_port, get_json, read_part, read_records, spawn_run,
-                           stop_run, wait_for)
+from kiosk_helpers import (NotifySocket, alive, free_port, get_json, read_part, read_records,
+                           spawn_run, stop_run, wait_for)
 
 TOKEN = "kiosk-run-test-token-0123456789"
 #: A clip of 150 frames played at 15 fps: ten seconds of live source, stopped by SIGTERM first.
@@ -59,11 +59,10 @@ def test_served_run_end_to_end_and_nothing_but_the_log_on_disk(clip, default_mod
     url = f"http://127.0.0.1:{port}/"
     log = tmp_path / "run.jsonl"
     # The run's temporary folder, home and working folder are all here: whatever it writes is.
-    proc = spawn_run(["--source", clip.path, *LIVE, "--model", default_model, "--serve",
-                      f"127.0.0.1:{port}", "--log-json", log.name, "--log-interval", "0.3"],
-                     cwd=tmp_path, env={"TMPDIR": str(tmp_path), "HOME": str(tmp_path)})
-    try:
-        first = wait_for(lambda: proc.poll() is None and (get_json(url + "api/stats") or {})
+    with spawn_run(["--source", clip.path, *LIVE, "--model", default_model, "--serve",
+                    f"127.0.0.1:{port}", "--log-json", log.name, "--log-interval", "0.3"],
+                   cwd=tmp_path, env={"TMPDIR": str(tmp_path), "HOME": str(tmp_path)}) as proc:
+        first = wait_for(lambda: alive(proc) and (get_json(url + "api/stats") or {})
                          .get("frames_processed"), 60, "the first processed frame on /api/stats")
         wait_for(lambda: get_json(url + "api/stats")["frames_processed"] > first, 10,
                  "frames_processed to grow")
@@ -93,10 +92,6 @@ def test_served_run_end_to_end_and_nothing_but_the_log_on_disk(clip, default_mod
         stats_record = next(r for r in read_records(log) if r["type"] == "stats")
         assert set(stats_record) - {"type", "time"} == set(get_json(url + "api/stats"))
         out, err = stop_run(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped: signal SIGTERM" in out and "Traceback" not in err
     records = read_records(log)
@@ -184,12 +179,11 @@ def test_under_systemd_ready_after_the_first_frame_status_and_watchdog(clip, def
     url = f"http://127.0.0.1:{port}/"
     with NotifySocket(short_dir) as notify:
         # WatchdogSec=0.6 s: the monitor checks for progress every 0.2 s.
-        proc = spawn_run(["--source", clip.path, *LIVE, "--model", default_model, "--log-json", log,
-                          "--serve", f"127.0.0.1:{port}"], cwd=tmp_path,
-                         env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "600000",
-                              "EDGE_FER_TOKEN": TOKEN})
-        try:
-            wait_for(lambda: proc.poll() is None and len(notify.messages("WATCHDOG=1")) >= 3, 60,
+        with spawn_run(["--source", clip.path, *LIVE, "--model", default_model, "--log-json", log,
+                        "--serve", f"127.0.0.1:{port}"], cwd=tmp_path,
+                       env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "600000",
+                            "EDGE_FER_TOKEN": TOKEN}) as proc:
+            wait_for(lambda: alive(proc) and len(notify.messages("WATCHDOG=1")) >= 3, 60,
                      "three watchdog pings")
             # The token came from the environment: the page needs it.
             with pytest.raises(urllib.error.HTTPError) as e:
@@ -197,14 +191,10 @@ def test_under_systemd_ready_after_the_first_frame_status_and_watchdog(clip, def
             assert e.value.code == 401
             assert get_json(url + "api/stats", {"Authorization": f"Bearer {TOKEN}"})["frames_processed"] > 0
             out, err = stop_run(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         wait_for(lambda: "STOPPING=1" in notify.messages(), 5, "STOPPING=1")
         got = notify.messages()
         ready_at = notify.times("READY=1")
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0 and "stopped: signal SIGTERM" in out, err
     records = read_records(log)
     summary = records[-1]
     assert got[0] == "STATUS=loading the model" and got[-1] == "STOPPING=1"

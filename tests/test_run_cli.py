@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from clips import make_clip
 from edge_fer.cli import cli
-from kiosk_helpers import read_records, spawn_run, stop_run, wait_for
+from kiosk_helpers import alive, read_records, spawn_run, stop_run, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +123,11 @@ def test_display_without_a_gui_is_refused(clip, default_model):
 def test_signal_stops_a_realtime_run_cleanly(sig, clip, default_model, tmp_path):
     log = tmp_path / "run.jsonl"
     # --fps 10 makes the 90-frame clip a 9-second live source: the signal lands mid-run.
-    proc = spawn_run(["--source", clip.path, "--realtime", "--fps", "10", "--model", default_model,
-                      "--headless", "--log-json", log, "--log-interval", "0.5"], cwd=tmp_path)
-    wait_for(lambda: proc.poll() is not None or (log.exists() and '"event": "appear"' in log.read_text()),
-             60, "a face to appear")
-    out, err = stop_run(proc, sig)
+    with spawn_run(["--source", clip.path, "--realtime", "--fps", "10", "--model", default_model,
+                    "--headless", "--log-json", log, "--log-interval", "0.5"], cwd=tmp_path) as proc:
+        wait_for(lambda: alive(proc) and log.exists() and '"event": "appear"' in log.read_text(),
+                 60, "a face to appear")
+        out, err = stop_run(proc, sig)
     assert proc.returncode == 0, err
     name = signal.Signals(sig).name
     assert f"stopped: signal {name}" in out

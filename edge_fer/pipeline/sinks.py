@@ -112,7 +112,7 @@ class JsonLinesSink:
         lines: queue.SimpleQueue = queue.SimpleQueue()
         # A logger of its own (not from getLogger): the records never reach the application's
         # handlers, and the application's log configuration never reaches the records.
-        self._logger = logging.Logger(f"{__name__}.json", logging.INFO)
+        self._logger = logging.Logger(f"{__name__}.json", logging.INFO)  # noqa: LOG001
         self._logger.propagate = False
         self._logger.addHandler(QueueHandler(lines))
         self._listener = QueueListener(lines, handler)
