@@ -279,11 +279,10 @@ class SinkStage(Stage):
         # it would eat a third of a core at the offline rate, so it is refreshed ten times a
         # second, which is as fresh as any sink shows it.
         refresh = _Every(STATS_REFRESH_S)
-        stats = None
+        stats = self.stats_fn()
         for result in self.items(self.inbox, self.upstream):
             self._drain_events()
-            # Fresh for the first result too: a snapshot from before it would count no frames.
-            if stats is None or refresh():
+            if refresh():
                 stats = self.stats_fn()
             for sink in self.sinks:
                 sink.handle(result, stats)
