@@ -9,6 +9,7 @@ import sys
 import click
 
 from edge_fer import __version__
+from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
 from edge_fer.errors import EdgeFerError
 
 log = logging.getLogger("edge_fer")
@@ -58,21 +59,12 @@ def _default_model() -> str:
     return os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL)
 
 
-def _labels(value):
-    if value is None:
-        return None
-    labels = [s.strip() for s in value.split(",") if s.strip()]
-    if not labels:
-        raise click.BadParameter("give class names separated by commas")
-    return labels
-
-
 def model_options(fn):
     """Options shared by every command that loads a `.tflite` classifier."""
     opts = [
-        click.option("-m", "--model", default=None,
+        click.option("-m", "--model", default=None, type=click.Path(),
                      help="Model file (.tflite); default: $EDGE_FER_MODEL or the shipped model."),
-        click.option("--labels", callback=lambda c, p, v: _labels(v),
+        click.option("--labels", type=LabelsType(),
                      help="Comma-separated class names in output order (overrides metadata)."),
         click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
                      help="Pixel normalization (overrides metadata)."),
@@ -95,8 +87,10 @@ def detector_options(fn=None, *, detect_width: int = 640):
     opts = [
         click.option("--cascade", type=click.Path(dir_okay=False),
                      help="Haar cascade XML (default: OpenCV's frontal-face cascade)."),
-        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.01, 2.0)),
-        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0)),
+        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.01, 2.0),
+                     help="Image-pyramid step: larger is faster and misses more faces."),
+        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0),
+                     help="Overlapping detections needed to keep a face: more, fewer false faces."),
         click.option("--min-face", default=30, show_default=True, type=click.IntRange(8),
                      help="Smallest face side in pixels."),
         click.option("--detect-width", default=detect_width, show_default=True, type=click.IntRange(0),
@@ -116,6 +110,55 @@ class _EarlyError(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"edge-fer: error: {self.message}", err=True)
+
+
+class LabelsType(click.ParamType):
+    """Class names in output order: `a,b,c` on the command line, an array in the config."""
+
+    name = "labels"
+    toml_kind = "array"
+    allowed = "an array of at least two distinct names without commas, in output order"
+
+    def convert(self, value, param, ctx):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            self.fail("give class names separated by commas", param, ctx)
+        labels = [v.strip() for v in items]
+        if len(labels) < 2 or not all(labels) or len(set(labels)) != len(labels) \
+                or any("," in v for v in labels):
+            self.fail("give at least two distinct class names, separated by commas", param, ctx)
+        return labels
+
+
+class CameraType(click.ParamType):
+    """`pi`, `usb:N` or `N`, checked by the capture module's own parser."""
+
+    name = "camera"
+    allowed = '"pi", "usb:N" or "N" (a camera index)'
+
+    def convert(self, value, param, ctx):
+        from edge_fer.pipeline.capture import parse_camera
+
+        try:
+            parse_camera(value)
+        except EdgeFerError as exc:
+            raise _EarlyError(exc) from None
+        return value
+
+
+class CheckedString(click.ParamType):
+    """A string that `check` (raising ValueError with the reason) accepts; the message never
+    repeats the value, which may be a secret."""
+
+    def __init__(self, name: str, check, allowed: str):
+        self.name, self.check, self.allowed = name, check, allowed
+
+    def convert(self, value, param, ctx):
+        try:
+            self.check(value)
+        except ValueError as exc:
+            self.fail(f"{exc}: allowed {self.allowed}", param, ctx)
+        return value.strip()
 
 
 def config_option(default_path=None):
@@ -235,8 +278,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 
 
 @cli.command()
-@click.option("--camera", help="Camera: pi (picamera2), usb:N or N (OpenCV).")
-@click.option("--source", help="Video file, image folder, or stream URL (rtsp://, http://).")
+@config_option()
+@click.option("--camera", type=CameraType(), help="Camera: pi (picamera2), usb:N or N (OpenCV).")
+@click.option("--source", type=click.Path(), metavar="PATH|URL",
+              help="Video file, image folder, or stream URL (rtsp://, http://).")
 @click.option("--width", default=640, show_default=True, type=click.IntRange(16), help="Camera frame width.")
 @click.option("--height", default=480, show_default=True, type=click.IntRange(16), help="Camera frame height.")
 @click.option("--fps", type=click.FloatRange(1, 240),
@@ -253,54 +298,119 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 @click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
               help="Box overlap for a detection to continue a track.")
 @click.option("--log-json", type=click.Path(dir_okay=False),
-              help="Append JSON lines to FILE: stats every --log-interval, face events, a summary.")
+              help="Append JSON lines to FILE: stats every --log-interval, face events (time, "
+                   "track, box, label, scores; never pixels), a summary.")
 @click.option("--log-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds between stats lines.")
+@click.option("--log-max-bytes", default=10 * 1024 * 1024, show_default=True,
+              type=click.IntRange(4096), help="Rotate the JSON log when it would grow past this size.")
+@click.option("--log-backups", default=3, show_default=True, type=click.IntRange(0, 100),
+              help="Rotated JSON logs kept (FILE.1, FILE.2, ...).")
 @click.option("--display/--headless", default=None,
               help="Show the annotated stream in a window (default: when a GUI is available).")
 @click.option("--record", type=click.Path(dir_okay=False),
-              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi).")
+              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi); the only way "
+                   "frames reach the disk.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
+@click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
+              is_flag=False, flag_value=DEFAULT_SERVE,
+              metavar="[HOST:PORT]",
+              help=f"Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT "
+                   f"({DEFAULT_SERVE} when given alone).")
+@click.option("--token", type=CheckedString("token", check_token, TOKEN_WORDS),
+              envvar="EDGE_FER_TOKEN",
+              help="Access token for --serve, required on a non-loopback address "
+                   "(default: $EDGE_FER_TOKEN).")
 @handle_errors
 def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
         threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
-        detect_every, smoothing, iou_threshold, log_json, log_interval, display, record,
-        max_frames, duration):
+        detect_every, smoothing, iou_threshold, log_json, log_interval, log_max_bytes,
+        log_backups, display, record, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
-    prints a summary in every case.
+    prints a summary in every case. Options not given come from the config file (see
+    `edge-fer check-config --keys`).
     """
+    import contextlib
+    import os
+
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
     from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
                                          format_summary, gui_problem)
 
+    camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
                              lores_width=detect_width)
     src = open_source(capture)
-    pipeline = Pipeline(src, load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width),
-                        load_classifier(model, labels, normalization, crop_margin, threads, backend, tta),
-                        PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
-                                                                iou_threshold=iou_threshold,
-                                                                smoothing=smoothing)))
-    sinks = [LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True))]
-    if display or (display is None and gui_problem() is None):
-        sinks.append(DisplaySink(pipeline.stop))
-    if record:
-        sinks.append(RecorderSink(record))
-    if log_json:
-        sinks.append(JsonLinesSink(log_json, log_interval, {"version": __version__, **pipeline.describe()}))
-    for sink in sinks:
-        pipeline.add_sink(sink)
-    with stop_on_signals(pipeline):
-        pipeline.start()
-        pipeline.wait()
+    with contextlib.ExitStack() as cleanup:
+        sinks = []
+        # The port and the token are checked before the model loads and the camera opens: a
+        # service that cannot serve fails at once, in one line, not after a minute of warm-up.
+        server = None
+        if serve:
+            from edge_fer.server import ServerOptions, ServerSink
+
+            server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
+            sinks.append(server)
+        elif token:
+            log.warning("--token has no effect without --serve")
+        monitor = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            from edge_fer.service import ServiceMonitor, SystemdNotifier
+
+            monitor = ServiceMonitor(SystemdNotifier()).start()
+            cleanup.callback(monitor.close)
+            sinks.append(monitor)
+        detector = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
+        if monitor is not None:
+            monitor.model_loaded()
+        pipeline = Pipeline(src, detector, classifier,
+                            PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
+                                                                    iou_threshold=iou_threshold,
+                                                                    smoothing=smoothing)))
+        # Slow sinks (a window, a video encoder) last: the cheap ones see each result first.
+        slow = []
+        if display or (display is None and gui_problem() is None):
+            slow.append(DisplaySink(pipeline.stop))
+        if record:
+            slow.append(RecorderSink(record))
+        sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
+        if log_json:
+            header = {"version": __version__, **pipeline.describe(),
+                      "serve": server.url if server else None}
+            json_log = JsonLinesSink(log_json, log_interval, header, max_bytes=log_max_bytes,
+                                     backups=log_backups)
+            cleanup.callback(json_log.close)
+            sinks.append(json_log)
+        for sink in sinks + slow:
+            pipeline.add_sink(sink)
+        with stop_on_signals(pipeline):
+            pipeline.start()
+            pipeline.wait()
     click.echo(format_summary(pipeline.summary()))
     if pipeline.error is not None:
         raise pipeline.error
+
+
+def _one_source(ctx, camera, source):
+    """The camera or the source, whichever the command line (or its environment) named, when
+    the config file names the other: the command line overrides the file here too."""
+    from click.core import ParameterSource
+
+    if camera and source:
+        given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT,
+                                                              ParameterSource.DEFAULT_MAP)
+                 for name in ("camera", "source")}
+        if given["camera"] and not given["source"]:
+            return camera, None
+        if given["source"] and not given["camera"]:
+            return None, source
+    return camera, source
 
 
 @cli.command()
@@ -409,7 +519,7 @@ def train(output, **kw):
 @click.option("--validation-limit", type=click.IntRange(1), help="Score a stratified sample of N.")
 @click.option("--quantization", type=click.Choice(["int8", "dynamic", "float16", "none"]),
               default="int8", show_default=True)
-@click.option("--labels", callback=lambda c, p, v: _labels(v),
+@click.option("--labels", type=LabelsType(),
               help="Comma-separated class names in output order (models without metadata).")
 @click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
               help="Pixel normalization (models without metadata).")
@@ -438,9 +548,9 @@ def check_config(file, keys):
     from edge_fer.config import DEFAULT_CONFIG_PATH, describe_keys, load_config
 
     if keys:
-        click.echo("\n".join(describe_keys()))
+        click.echo("\n".join(describe_keys(run)))
         return
-    config = load_config(file or DEFAULT_CONFIG_PATH)
+    config = load_config(file or DEFAULT_CONFIG_PATH, run)
     for w in config.warnings:
         click.echo(f"edge-fer: warning: {w}", err=True)
     sections = ", ".join(f"[{s}]" for s in config.values) or "no sections"

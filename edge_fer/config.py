@@ -2,8 +2,10 @@
 mapping onto the command's options.
 
 Every key is `section.key` where `key` is the `run` option name with `_` for `-`
-(`[detection] min_face = 40` is `--min-face 40`). The file supplies the *defaults* of `run`
-(click's `default_map`), so an option given on the command line always wins.
+(`[detection] min_face = 40` is `--min-face 40`), and every option of `run` has a key. What a key
+accepts and means is read off the click option (`schema_for`): the type, range, choices and help
+are declared once, on the command. The file supplies the *defaults* of `run` (click's
+`default_map`), so an option given on the command line, or its environment variable, wins.
 
 Validation collects every problem and reports each one as `FILE:LINE: key 'section.key' ...:
 allowed ...`. `tomllib` parses (it is the reference parser of the standard library) but keeps no
@@ -40,22 +42,66 @@ DEFAULT_SERVE = "127.0.0.1:8080"
 MIN_TOKEN_LENGTH = 16
 
 
-# --- value checkers -------------------------------------------------------------------------------
+# --- the schema, derived from the command's options -------------------------------------------
+
+#: The sections of the file and the `run` options each one holds, in the order the example
+#: documents them. Only the layout lives here: what a key accepts (type, range, choices) and what
+#: it means (the help text) are read off the click option, so the file and the command line
+#: cannot drift apart.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "source": ("camera", "source", "width", "height", "fps", "realtime"),
+    "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
+    "detection": ("cascade", "scale_factor", "min_neighbors", "min_face", "detect_width"),
+    "tracking": ("detect_every", "smoothing", "iou_threshold"),
+    "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
+    "output": ("display", "record", "max_frames", "duration"),
+    "server": ("serve", "token"),
+}
+#: Files the run reads: the command line checks them when it loads them, the config file at once,
+#: so `check-config` catches a wrong path before a restart does.
+INPUT_FILES = frozenset({"model", "cascade"})
+#: The parameter of `--config` itself, the one option without a key.
+CONFIG_PARAM = "config_path"
+
 
 @dataclass(frozen=True)
 class Key:
-    """One allowed key: how to check its value and what to tell the user."""
+    """One allowed key: the option it sets, what it accepts and what to tell the user."""
 
+    param: Any
+    """The click parameter of the option."""
+    kind: str
+    """The TOML type it takes: "bool", "int", "number", "string" or "array"."""
     allowed: str
     """What the key accepts, in words (shown after `allowed` in errors)."""
-    check: Callable[[Any], Any]
-    """Returns the normalized value or raises ValueError (the value is then reported as wrong)."""
     doc: str
-    """One line for the documentation and the example config."""
+    """The option's help: one line for the documentation and `check-config --keys`."""
     path: bool = False
     """The value is a file path: relative paths are resolved against the config file's folder."""
     must_exist: bool = False
     """The path is an input that has to exist (a model, a cascade)."""
+
+    def check(self, value: Any) -> Any:
+        """The value as the option would take it; ValueError if the option would refuse it."""
+        import click
+
+        # TOML's own types first: click would turn "640" or 1.5 into an integer, a file must not.
+        if not _KIND_CHECKS[self.kind](value):
+            raise ValueError
+        try:
+            return self.param.type.convert(value, self.param, None)
+        except click.ClickException:
+            raise ValueError from None
+
+
+_KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v)),
+    "string": lambda v: isinstance(v, str) and bool(v.strip()),
+    "array": lambda v: isinstance(v, list),
+}
 
 
 def _type_name(value: Any) -> str:
@@ -74,87 +120,71 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def integer(lo: int | None = None, hi: int | None = None) -> tuple[str, Callable[[Any], Any]]:
-    allowed = "an integer" + _range_words(lo, hi)
-
-    def check(v: Any) -> int:
-        # bool is an int subclass in Python, but `width = true` is a mistake, not 1.
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise ValueError
-        return v
-
-    return allowed, check
-
-
-def number(lo: float | None = None, hi: float | None = None, *,
-           lo_open: bool = False) -> tuple[str, Callable[[Any], Any]]:
-    allowed = "a number" + _range_words(lo, hi, lo_open=lo_open)
-
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise ValueError
-        if hi is not None and v > hi:
-            raise ValueError
-        return float(v)
-
-    return allowed, check
-
-
-def _range_words(lo, hi, *, lo_open: bool = False) -> str:
-    if lo is not None and hi is not None and not lo_open:
+def _range_words(lo, hi, *, lo_open: bool = False, hi_open: bool = False) -> str:
+    if lo is not None and hi is not None and not (lo_open or hi_open):
         return f" from {lo} to {hi}"
     words = []
     if lo is not None:
         words.append(f"{'>' if lo_open else '>='} {lo}")
     if hi is not None:
-        words.append(f"<= {hi}")
+        words.append(f"{'<' if hi_open else '<='} {hi}")
     return (" " + " and ".join(words)) if words else ""
 
 
-def boolean() -> tuple[str, Callable[[Any], Any]]:
-    def check(v: Any) -> bool:
-        if not isinstance(v, bool):
-            raise ValueError
-        return v
+def _describe(param) -> tuple[str, str]:
+    """(TOML kind, allowed words) of a click parameter."""
+    import click
 
-    return "true or false", check
-
-
-def string(pattern: str | None = None, words: str = "a non-empty string") -> tuple[str, Callable[[Any], Any]]:
-    rx = re.compile(pattern) if pattern else None
-
-    def check(v: Any) -> str:
-        if not isinstance(v, str) or not v.strip():
-            raise ValueError
-        if rx and not rx.fullmatch(v):
-            raise ValueError
-        return v
-
-    return words, check
-
-
-def choice(*options: str) -> tuple[str, Callable[[Any], Any]]:
-    def check(v: Any) -> str:
-        if v not in options:
-            raise ValueError
-        return v
-
-    return "one of " + ", ".join(f'"{o}"' for o in options), check
+    t = param.type
+    if getattr(param, "is_bool_flag", False):
+        return "bool", "true or false"
+    if hasattr(t, "allowed"):  # the project's own types say what they take
+        return getattr(t, "toml_kind", "string"), t.allowed
+    if isinstance(t, (click.IntRange, click.FloatRange)):
+        kind, noun = ("int", "an integer") if isinstance(t, click.IntRange) else ("number", "a number")
+        return kind, noun + _range_words(t.min, t.max, lo_open=t.min_open, hi_open=t.max_open)
+    if isinstance(t, click.types.IntParamType):
+        return "int", "an integer"
+    if isinstance(t, click.types.FloatParamType):
+        return "number", "a number"
+    if isinstance(t, click.Choice):
+        return "string", "one of " + ", ".join(f'"{c}"' for c in t.choices)
+    if isinstance(t, click.Path):
+        return "string", "a file path" if not t.dir_okay else "a path"
+    if isinstance(t, click.types.StringParamType):
+        return "string", "a non-empty string"
+    raise TypeError(f"option {param.name}: no config kind for {t!r}")
 
 
-def string_list() -> tuple[str, Callable[[Any], Any]]:
-    def check(v: Any) -> list[str]:
-        if (not isinstance(v, list) or len(v) < 2
-                or not all(isinstance(s, str) and s.strip() and "," not in s for s in v)
-                or len(set(v)) != len(v)):
-            raise ValueError
-        return [s.strip() for s in v]
+def schema_for(command) -> dict[str, dict[str, Key]]:
+    """section -> key -> Key for the options of click `command`.
 
-    return "an array of at least two distinct names without commas, in output order", check
+    Every option but `--config` must have a place in SECTIONS (a missing one is a programming
+    error, caught by the tests); sections the command has no options of are left out.
+    """
+    import click
+
+    params = {p.name: p for p in command.params if p.name != CONFIG_PARAM}
+    placed = {name for names in SECTIONS.values() for name in names}
+    unplaced = sorted(set(params) - placed)
+    if unplaced:
+        raise RuntimeError(f"options of {command.name} without a config key: {unplaced}: add them "
+                           "to edge_fer.config.SECTIONS")
+    schema: dict[str, dict[str, Key]] = {}
+    for section, names in SECTIONS.items():
+        keys = {}
+        for name in names:
+            param = params.get(name)
+            if param is None:
+                continue
+            kind, allowed = _describe(param)
+            keys[name] = Key(param=param, kind=kind, allowed=allowed,
+                             doc=" ".join((param.help or "").split()),
+                             path=isinstance(param.type, click.Path),
+                             must_exist=name in INPUT_FILES)
+        if keys:
+            schema[section] = keys
+    return schema
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -173,21 +203,11 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, port
 
 
-def address() -> tuple[str, Callable[[Any], Any]]:
-    def check(v: Any) -> str:
-        parse_address(v)
-        return v.strip()
-
-    return '"HOST:PORT" with PORT 1-65535, e.g. "127.0.0.1:8080" or "[::1]:8080"', check
-
-
-def token() -> tuple[str, Callable[[Any], Any]]:
-    def check(v: Any) -> str:
-        check_token(v)
-        return v
-
-    return (f"a string of {MIN_TOKEN_LENGTH} or more printable characters without spaces "
-            "(e.g. from `openssl rand -hex 16`)"), check
+#: What `--serve` and `[server] serve` take, in words.
+ADDRESS_WORDS = '"HOST:PORT" with PORT 1-65535, e.g. "127.0.0.1:8080" or "[::1]:8080"'
+#: What `--token` and `[server] token` take, in words.
+TOKEN_WORDS = (f"a string of {MIN_TOKEN_LENGTH} or more printable characters without spaces "
+               "(e.g. from `openssl rand -hex 16`)")
 
 
 def check_token(value: Any) -> None:
@@ -195,67 +215,6 @@ def check_token(value: Any) -> None:
     if (not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH
             or not value.isprintable() or any(c.isspace() for c in value)):
         raise ValueError("weak or malformed token")
-
-
-def _key(spec: tuple[str, Callable[[Any], Any]], doc: str, **kw) -> Key:
-    return Key(allowed=spec[0], check=spec[1], doc=doc, **kw)
-
-
-# --- the schema -----------------------------------------------------------------------------------
-
-SCHEMA: dict[str, dict[str, Key]] = {
-    "source": {
-        "camera": _key(string(r"pi|usb:\d+|\d+", '"pi", "usb:N" or "N" (a camera index)'),
-                       "Camera to read: the Pi camera, a USB camera, or an OpenCV index."),
-        "source": _key(string(), "Video file or stream URL to read instead of a camera.", path=True),
-        "width": _key(integer(16, 8192), "Capture width in pixels."),
-        "height": _key(integer(16, 8192), "Capture height in pixels."),
-        "fps": _key(number(0, 240, lo_open=True), "Capture frame rate."),
-        "realtime": _key(boolean(), "Pace a file source at its own frame rate (drop late frames)."),
-    },
-    "model": {
-        "model": _key(string(), "Classifier (.tflite); default: the shipped model.", path=True,
-                      must_exist=True),
-        "labels": _key(string_list(), "Class names in output order (overrides the metadata)."),
-        "normalization": _key(choice("unit", "symmetric", "raw"),
-                              "Pixel normalization (overrides the metadata)."),
-        "crop_margin": _key(number(0, 1), "Face-box margin per side, fraction of box width."),
-        "threads": _key(integer(1, 64), "Interpreter threads."),
-        "backend": _key(choice("auto", "litert", "tflite-runtime", "tensorflow"),
-                        "TFLite interpreter backend."),
-    },
-    "detection": {
-        "cascade": _key(string(), "Haar cascade XML (default: OpenCV's frontal-face cascade).",
-                        path=True, must_exist=True),
-        "scale_factor": _key(number(1.01, 2.0), "Image-pyramid step; larger is faster."),
-        "min_neighbors": _key(integer(0, 100), "Detections needed to keep a face."),
-        "min_face": _key(integer(8, 4096), "Smallest face side in pixels."),
-        "detect_width": _key(integer(0, 8192), "Downscale frames to this width for detection (0 = full size)."),
-    },
-    "tracking": {
-        "detect_every": _key(integer(1, 1000), "Run the detector on every Nth frame; track in between."),
-        "smoothing": _key(number(0, 1), "Temporal smoothing of the emotion scores (0 = none)."),
-        "iou_threshold": _key(number(0, 1), "Box overlap that continues a track."),
-    },
-    "logging": {
-        "log_json": _key(string(), "JSON-lines event log file (time, track id, box, label, scores).",
-                         path=True),
-        "log_interval": _key(number(0, 86400), "Seconds between stats lines in the log (0 = off)."),
-        "event_log_max_bytes": _key(integer(4096), "Rotate the event log when it reaches this size."),
-        "event_log_backups": _key(integer(0, 100), "Rotated event logs to keep."),
-    },
-    "output": {
-        "display": _key(boolean(), "Show the annotated video in a local window."),
-        "record": _key(string(), "Write the annotated video to this file (the only way frames reach disk).",
-                       path=True),
-        "max_frames": _key(integer(1), "Stop after this many frames."),
-        "duration": _key(number(0, lo_open=True), "Stop after this many seconds."),
-    },
-    "server": {
-        "serve": _key(address(), "Serve the local page, API and metrics on HOST:PORT."),
-        "token": _key(token(), "Access token; required to serve on a non-loopback address."),
-    },
-}
 
 
 # --- locating keys in the source ------------------------------------------------------------------
@@ -375,8 +334,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a config file. InputError if unreadable, ConfigError if invalid."""
+def load_config(path: str | os.PathLike, command) -> Config:
+    """Read and validate a config file for click `command` (`run`). InputError if unreadable,
+    ConfigError if invalid."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -389,11 +349,13 @@ def load_config(path: str | os.PathLike) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: not UTF-8 text (byte {exc.start}): save it as UTF-8"]) from None
-    return parse_config(text, p)
+    return parse_config(text, command, p)
 
 
-def parse_config(text: str, path: str | os.PathLike = "<config>") -> Config:
-    """Validate TOML `text` as if read from `path` (relative paths resolve against its folder)."""
+def parse_config(text: str, command, path: str | os.PathLike = "<config>") -> Config:
+    """Validate TOML `text` for click `command` as if read from `path` (relative paths resolve
+    against its folder)."""
+    schema = schema_for(command)
     p = Path(path)
     try:
         data = tomllib.loads(text)
@@ -416,21 +378,21 @@ def parse_config(text: str, path: str | os.PathLike = "<config>") -> Config:
         return f"{p}:{lines.get(keypath, lines.get(keypath[:1], '?'))}"
 
     for section, table in data.items():
-        if section not in SCHEMA:
+        if section not in schema:
             if not isinstance(table, dict):
-                owner = [s for s, keys in SCHEMA.items() if section in keys]
+                owner = [s for s, keys in schema.items() if section in keys]
                 hint = f"put it under [{owner[0]}]" if owner else "keys belong in a section"
                 problems.append(f"{at(section)}: key '{section}' is outside a section: allowed "
-                                f"sections {', '.join(SCHEMA)}; {hint}")
+                                f"sections {', '.join(schema)}; {hint}")
             else:
                 problems.append(f"{at(section)}: section [{section}] is unknown: allowed sections "
-                                f"{', '.join(SCHEMA)}{_close(section, SCHEMA, '[{}]')}")
+                                f"{', '.join(schema)}{_close(section, schema, '[{}]')}")
             continue
         if not isinstance(table, dict):
             problems.append(f"{at(section)}: key '{section}' must be a section [{section}]: "
-                            f"allowed keys in it: {', '.join(SCHEMA[section])}")
+                            f"allowed keys in it: {', '.join(schema[section])}")
             continue
-        keys = SCHEMA[section]
+        keys = schema[section]
         for key, value in table.items():
             name = f"{section}.{key}"
             if key not in keys:
@@ -476,10 +438,10 @@ def parse_config(text: str, path: str | os.PathLike = "<config>") -> Config:
     return Config(path=p, values=values, warnings=warnings)
 
 
-def describe_keys() -> list[str]:
-    """One line per allowed key: `section.key: doc (allowed ...)`."""
+def describe_keys(command) -> list[str]:
+    """One line per allowed key of click `command`: `section.key: doc (allowed ...)`."""
     return [f"{section}.{key}: {spec.doc} (allowed {spec.allowed})"
-            for section, keys in SCHEMA.items() for key, spec in keys.items()]
+            for section, keys in schema_for(command).items() for key, spec in keys.items()]
 
 
 def is_loopback(host: str) -> bool:
@@ -492,20 +454,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_default_map(config: Config) -> dict[str, Any]:
-    """The `run` command's `default_map`: option parameter name -> value as the CLI would take it.
-
-    Keys map 1:1 to `run` parameters. Values are given in the form the option parses (labels
-    as the comma-separated string `--labels` takes), so click converts and checks them exactly
-    as if typed.
-    """
-    out: dict[str, Any] = {}
-    for table in config.values.values():
-        for key, value in table.items():
-            if isinstance(value, list):
-                value = ",".join(value)
-            out[key] = value
-    return out
+def default_map(config: Config) -> dict[str, Any]:
+    """The command's `default_map`: option parameter name -> value. Keys are the parameter
+    names; click converts each value with the option's own type, as if typed."""
+    return {key: value for table in config.values.values() for key, value in table.items()}
 
 
 def apply_config(ctx, path: str | os.PathLike | None, *, required: bool = True) -> Config | None:
@@ -520,8 +472,8 @@ def apply_config(ctx, path: str | os.PathLike | None, *, required: bool = True) 
     if not required and not Path(path).exists():
         log.info("no config file at %s; using built-in defaults", path)
         return None
-    config = load_config(path)
+    config = load_config(path, ctx.command)
     for w in config.warnings:
         log.warning("%s", w)
-    ctx.default_map = {**(ctx.default_map or {}), **run_default_map(config)}
+    ctx.default_map = {**(ctx.default_map or {}), **default_map(config)}
     return config

@@ -64,8 +64,12 @@ class TrackEvent:
     previous: str | None = None
     """The label before a `label` change."""
     box: tuple[int, int, int, int] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    """The smoothed probabilities per label."""
 
     def to_dict(self) -> dict:
+        """What a log keeps of an event: no pixels, only the track, its box and its scores."""
         return {"event": self.kind, "track": self.track_id, "frame": self.frame_index,
                 "label": self.label, "score": round(self.score, 4), "previous": self.previous,
-                "box": list(self.box) if self.box else None}
+                "box": [int(v) for v in self.box] if self.box else None,
+                "scores": {k: round(float(v), 4) for k, v in self.scores.items()}}

@@ -1,10 +1,21 @@
-"""Shared pieces of the kiosk tests: frames with real faces, a frame feeder, an MJPEG reader."""
+"""Shared pieces of the kiosk tests: frames with real faces, a frame feeder, an MJPEG reader,
+`edge-fer run` in a subprocess, and the service manager's end of the notify socket."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -12,6 +23,10 @@ import numpy as np
 from edge_fer.results import FrameResult, TrackedFace
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+REPO = Path(__file__).resolve().parent.parent
+#: What the environment may carry that would change how a run under test behaves.
+RUN_ENVIRONMENT = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "EDGE_FER_CONFIG",
+                   "EDGE_FER_TOKEN")
 
 
 def load_frames(images_dir: Path, width: int = 640) -> list[tuple[np.ndarray, list[tuple[int, int, int, int]]]]:
@@ -97,3 +112,111 @@ def read_part(stream) -> tuple[dict, bytes]:
         headers[k.strip().lower()] = v.strip()
     body = stream.read(int(headers["content-length"]))
     return headers, body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.05):
+    """The first truthy value of `check()` within `timeout` seconds; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def get_json(url: str, headers: dict | None = None):
+    """The JSON at `url`, or None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+            return json.load(r)
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+@contextmanager
+def spawn_run(args, cwd: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """`edge-fer run ARGS` in its own process, as systemd starts it, killed on the way out if
+    still running; `env` adds variables to a clean copy of this one (no notify socket, config
+    or token unless given)."""
+    base = {k: v for k, v in os.environ.items() if k not in RUN_ENVIRONMENT}
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "run", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**base, **(env or {})}, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def alive(proc: subprocess.Popen) -> bool:
+    """True while `proc` runs; once it has ended, fails with the end of what it said."""
+    if proc.poll() is not None:
+        raise AssertionError(f"the run ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    return True
+
+
+def stop_run(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[str, str]:
+    """Signal a running `edge-fer run` and collect (stdout, stderr)."""
+    assert proc.poll() is None, "the run ended before it could be signalled: " + proc.stderr.read()
+    proc.send_signal(sig)
+    return proc.communicate(timeout=timeout)
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+class NotifySocket:
+    """The service manager's end of sd_notify(3): a real AF_UNIX datagram socket whose messages
+    a thread collects, each with the wall-clock time it arrived."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / "notify"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._sock.settimeout(0.05)
+        self._got: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            with self._lock:
+                self._got.append((time.time(), data.decode().rstrip("\n")))
+
+    def messages(self, prefix: str = "", after: float = 0.0) -> list[str]:
+        """What arrived (after wall-clock time `after`), starting with `prefix`."""
+        with self._lock:
+            return [m for t, m in self._got if m.startswith(prefix) and t > after]
+
+    def times(self, message: str) -> list[float]:
+        with self._lock:
+            return [t for t, m in self._got if m == message]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> NotifySocket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

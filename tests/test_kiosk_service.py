@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -11,7 +10,7 @@ import pytest
 
 from edge_fer.results import FrameResult
 from edge_fer.service import ServiceMonitor, SystemdNotifier, status_line
-from kiosk_helpers import stats_for
+from kiosk_helpers import NotifySocket, stats_for, wait_for
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
 
@@ -166,19 +165,11 @@ def test_handle_is_cheap():
 
 @pytest.fixture
 def notify_socket(tmp_path, monkeypatch):
-    path = tmp_path / "notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(2)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    yield sock
-    sock.close()
-
-
-def recv_all(sock, n):
-    return [sock.recv(4096).decode() for _ in range(n)]
+    with NotifySocket(tmp_path) as sock:
+        monkeypatch.setenv("NOTIFY_SOCKET", str(sock.path))
+        monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+        yield sock
 
 
 def test_systemd_notifier_speaks_sd_notify(notify_socket):
@@ -188,8 +179,9 @@ def test_systemd_notifier_speaks_sd_notify(notify_socket):
     n.status("12.0 fps,\n2 faces")
     n.watchdog()
     n.stopping()
-    assert recv_all(notify_socket, 4) == ["READY=1\n", "STATUS=12.0 fps, 2 faces\n", "WATCHDOG=1\n",
-                                          "STOPPING=1\n"]
+    got = wait_for(lambda: len(notify_socket.messages()) == 4 and notify_socket.messages(), 2,
+                   "four messages")
+    assert got == ["READY=1", "STATUS=12.0 fps, 2 faces", "WATCHDOG=1", "STOPPING=1"]
 
 
 def test_monitor_with_the_real_notifier(notify_socket):
@@ -198,19 +190,16 @@ def test_monitor_with_the_real_notifier(notify_socket):
     for i in range(1, 4):
         m.handle(frame(i), stats_for(i))
         time.sleep(0.08)
-    got = []
-    notify_socket.settimeout(0.5)
-    try:
-        while True:
-            got.append(notify_socket.recv(4096).decode())
-    except TimeoutError:
-        pass
+    # No more frames: within a few rounds the monitor says so.
+    last = time.time()
+    wait_for(lambda: notify_socket.messages("STATUS=stalled", after=last + 0.1), 2, "a stalled status")
     m.close()
-    assert got[0] == "STATUS=loading the model\n"
-    assert "READY=1\n" in got and "WATCHDOG=1\n" in got
-    assert got.index("READY=1\n") < got.index("WATCHDOG=1\n")
-    assert got[-1].startswith("STATUS=stalled")  # no frames during the last 0.5 s
-    assert notify_socket.recv(4096).decode() == "STOPPING=1\n"
+    got = wait_for(lambda: "STOPPING=1" in notify_socket.messages() and notify_socket.messages(), 2,
+                   "STOPPING=1")
+    assert got[0] == "STATUS=loading the model"
+    assert "READY=1" in got and "WATCHDOG=1" in got
+    assert got.index("READY=1") < got.index("WATCHDOG=1")
+    assert got[-2].startswith("STATUS=stalled") and got[-1] == "STOPPING=1"
 
 
 def test_systemd_notifier_is_a_no_op_outside_systemd(monkeypatch):

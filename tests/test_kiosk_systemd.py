@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_fer.cli import run as cli_run
 from edge_fer.config import load_config
 from edge_fer.server import ServerOptions, ServerSink
+from kiosk_helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"
@@ -74,6 +76,25 @@ def test_security_check_is_real(tmp_path):
     assert float(re.search(r"Overall exposure level for plain\.service: (\d+\.\d+)", p.stdout).group(1)) > 9
 
 
+# --- the unit runs the command the CLI has -------------------------------------------------------
+
+def test_exec_start_is_a_run_the_cli_takes_with_the_shipped_config(tmp_path):
+    unit = (SYSTEMD / "edge-fer.service").read_text()
+    (exec_start,) = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    shutil.copy(SYSTEMD / "config.example.toml", credentials / "config.toml")
+    argv = shlex.split(exec_start.replace("${CREDENTIALS_DIRECTORY}", str(credentials)))
+    assert argv[:2] == ["/opt/edge-fer/venv/bin/edge-fer", "run"]
+    params = cli_run.make_context("run", argv[2:]).params
+    # The service reads the camera and serves the page the kiosk launcher waits for, headless,
+    # logging into the one folder it may write logs to.
+    assert params["camera"] == "pi" and params["display"] is False
+    assert f"http://{params['serve']}/" == re.search(r'url="\$\{EDGE_FER_URL:-([^}]+)\}"',
+                                                     (SYSTEMD / "edge-fer-kiosk").read_text()).group(1)
+    assert "LogsDirectory=edge-fer" in unit and params["log_json"].startswith("/var/log/edge-fer/")
+
+
 # --- install.sh into a DESTDIR ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -99,7 +120,7 @@ def test_install_lays_out_the_service(installed):
     config = root / "etc/edge-fer/config.toml"
     assert config.read_text() == (SYSTEMD / "config.example.toml").read_text()
     assert stat.S_IMODE(config.stat().st_mode) == 0o600  # it may hold the server token
-    assert load_config(config).get("server", "serve") == "127.0.0.1:8080"
+    assert load_config(config, cli_run).get("server", "serve") == "127.0.0.1:8080"
     assert (root / "etc/systemd/system/edge-fer-kiosk.service.d/user.conf").read_text().endswith(
         "[Service]\nUser=kiosk\n")
     launcher = root / "opt/edge-fer/bin/edge-fer-kiosk"
@@ -182,12 +203,6 @@ def test_scripts_are_shellcheck_clean():
 
 
 # --- the kiosk launcher ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def as_user():

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from clips import make_clip
 from edge_fer.cli import cli
-
-REPO = Path(__file__).resolve().parent.parent
+from kiosk_helpers import alive, read_records, spawn_run, stop_run, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +23,6 @@ def invoke(*args):
     return CliRunner().invoke(cli, ["run", "--headless", *map(str, args)])
 
 
-def _records(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
 def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_path):
     import cv2
 
@@ -42,7 +32,7 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
                "--log-json", log, "--log-interval", 0.2, "--record", video)
     assert r.exit_code == 0, r.output
     assert "40 frames processed of 40 captured" in r.stdout and "stopped: max frames" in r.stdout
-    records = _records(log)
+    records = read_records(log)
     kinds = [x["type"] for x in records]
     assert kinds[0] == "start" and kinds[-1] == "summary" and "stats" in kinds
     assert records[0]["source"] == f"video {clip.path}" and records[0]["capture"]["max_frames"] == 40
@@ -132,31 +122,17 @@ def test_display_without_a_gui_is_refused(clip, default_model):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_a_realtime_run_cleanly(sig, clip, default_model, tmp_path):
     log = tmp_path / "run.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # --fps 10 makes the 90-frame clip a 9-second live source: the signal lands mid-run.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_fer", "run", "--source", str(clip.path), "--realtime",
-         "--fps", "10", "--model", str(default_model), "--headless", "--log-json", str(log),
-         "--log-interval", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if log.exists() and '"event": "appear"' in log.read_text():
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, "the run ended before it could be signalled"
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with spawn_run(["--source", clip.path, "--realtime", "--fps", "10", "--model", default_model,
+                    "--headless", "--log-json", log, "--log-interval", "0.5"], cwd=tmp_path) as proc:
+        wait_for(lambda: alive(proc) and log.exists() and '"event": "appear"' in log.read_text(),
+                 60, "a face to appear")
+        out, err = stop_run(proc, sig)
     assert proc.returncode == 0, err
     name = signal.Signals(sig).name
     assert f"stopped: signal {name}" in out
     assert "Traceback" not in err
-    records = _records(log)
+    records = read_records(log)
     summary = records[-1]
     assert summary["type"] == "summary" and summary["stop_reason"] == f"signal {name}"
     assert 0 < summary["frames_processed"] < 90

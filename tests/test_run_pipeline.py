@@ -124,6 +124,9 @@ def test_pipeline_over_a_clip_finds_tracks_and_labels_faces(clip, classifier, tm
     kinds = [r["type"] for r in records]
     assert kinds[0] == "start" and kinds[-1] == "summary"
     assert kinds.count("event") == len(got.events)
+    for r in records:
+        if r["type"] == "event":  # what the log keeps of a face: its box and scores, no pixels
+            assert set(r["scores"]) == labels and len(r["box"]) == 4
     assert records[-1]["stop_reason"] == "end of source" and records[-1]["frames_processed"] == FRAMES
 
 

@@ -108,4 +108,4 @@ class ClassifyStage(Stage):
     def _event(self, kind: str, face: TrackedFace, index: int, at: float,
                previous: str | None = None) -> None:
         self.events.put(TrackEvent(kind, face.track_id, index, at, face.label, face.score,
-                                   previous, face.box))
+                                   previous, face.box, face.scores))
