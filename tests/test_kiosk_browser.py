@@ -111,8 +111,15 @@ def check_page(driver, url, seen, labels):
     assert {label for _, label in shown} <= labels
     assert shown <= seen.snapshot(), f"page shows {shown}, the pipeline gave {seen.snapshot()}"
     assert wait.until(lambda d: d.find_element(By.ID, "state").text) in ("live", "no new frames")
-    fps = wait.until(lambda d: d.find_element(By.ID, "fps").text if d.find_element(By.ID, "fps").text != "-" else None)
-    assert float(fps) > 0
+    # The panel shows "-" and then 0.0 until the rate window has two frames: wait for a rate.
+    assert wait.until(lambda d: _number(d.find_element(By.ID, "fps").text) or None) > 0
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def test_page_shows_the_live_stream_and_the_faces(browser, live):
