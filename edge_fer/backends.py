@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass
 
 from edge_fer.errors import BackendError, ModelError
@@ -34,9 +34,9 @@ class Backend(ABC):
     module_name: str
     distribution: str
 
-    @abstractmethod
     def interpreter_class(self):
         """The Interpreter class; raises ImportError where the backend is missing."""
+        return importlib.import_module(self.module_name).Interpreter
 
     def version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
@@ -67,17 +67,11 @@ class LiteRTBackend(Backend):
     module_name = "ai_edge_litert.interpreter"
     distribution = "ai-edge-litert"
 
-    def interpreter_class(self):
-        return importlib.import_module(self.module_name).Interpreter
-
 
 class TfliteRuntimeBackend(Backend):
     name = "tflite-runtime"
     module_name = "tflite_runtime.interpreter"
     distribution = "tflite-runtime"
-
-    def interpreter_class(self):
-        return importlib.import_module(self.module_name).Interpreter
 
 
 class TensorFlowBackend(Backend):
