@@ -282,7 +282,9 @@ def quantize_plan(model, rename: bool = True):
             if m:
                 name = m.group(1)[len(prefix):] if prefix and m.group(1).startswith(prefix) else m.group(1)
                 if name not in skip and name in {la.name for la in model.layers}:
-                    skip[name] = f"tfmot has no 8-bit quantize config for {m.group(2)}"
+                    skip[name] = (f"tfmot has no 8-bit quantize config for {m.group(2)}"
+                                  + (" (it folds one only into the conv before it)"
+                                     if m.group(2) == "BatchNormalization" else ""))
                     continue
             rewritten = [la.name for la in model.layers
                          if la.__class__.__name__ in REWRITTEN_LAYERS and la.name not in skip]
