@@ -1,9 +1,20 @@
 """Keras -> TFLite conversion: full-INT8 calibrated on representative faces, verified, reported.
 
 The float model and the converted one are scored on the same validation faces with the same
-preprocessing, so the reported accuracy cost of quantization is the real one. The output file is
-written to a temporary name and renamed only when complete, so a failed conversion or a full disk
-never leaves a half-written model behind.
+preprocessing (colour, size, normalization from the model's metadata or options, written into
+the output's metadata), so the reported accuracy cost of quantization is the real one.
+
+With `max_drop`, a full-INT8 conversion that loses more than that many points is not the end:
+calibration on `MORE_SAMPLES` times the faces, the converter's per-tensor weight scales
+(`VARIANTS`) and quantization-aware fine-tuning (`edge_fer_convert.qat`) are tried in that
+order, stopping at the first step that meets it; the most accurate model that meets it is kept,
+or the error lists every attempt's drop.
+
+The written model is loaded in every installed interpreter backend, its outputs compared with
+the float model's on sample faces (`TOLERANCES`: mean absolute probability difference), and for
+int8 every tensor checked to be integer. The output is written to a temporary name and renamed
+only when complete, and removed again if verification fails, so a failed conversion or a full
+disk never leaves a half-written or unverified model behind.
 """
 
 from __future__ import annotations
@@ -115,6 +126,9 @@ class Attempt:
     accuracy: float | None = None
     drop_points: float | None = None
     seconds: float = 0.0
+    """Wall time of the attempt: conversion (and fine-tuning) plus scoring."""
+    convert_seconds: float = 0.0
+    """Wall time of producing the flatbuffer alone (calibration, conversion, fine-tuning)."""
     error: str | None = None
     """Why the attempt produced no model."""
     same_as: str | None = None
@@ -125,7 +139,8 @@ class Attempt:
     def name(self) -> str:
         if self.method == "qat":
             return f"qat {self.details.get('epochs', '?')} epoch(s) + {self.variant}"
-        return f"ptq {self.variant} {self.calibration_samples} samples"
+        samples = f" {self.calibration_samples} samples" if self.calibration_samples else ""
+        return f"ptq {self.variant}{samples}"
 
     def summary(self) -> str:
         if self.error:
@@ -166,7 +181,8 @@ class ConvertReport:
 
     def table(self) -> str:
         f, q = self.float_model, self.converted
-        rows = [f"{'':<18}{'float (Keras)':>16}{self.quantization + ' (TFLite)':>18}"]
+        rows = [f"source: {self.source} (loaded with {self.loaded_with})",
+                f"{'':<18}{'float (Keras)':>16}{self.quantization + ' (TFLite)':>18}"]
         if f.scores and q.scores:
             rows.append(f"{'accuracy %':<18}{f.scores['accuracy'] * 100:>16.2f}{q.scores['accuracy'] * 100:>18.2f}")
             rows.append(f"{'macro recall':<18}{f.scores['macro_recall']:>16.4f}{q.scores['macro_recall']:>18.4f}")
@@ -372,6 +388,7 @@ class _Attempts:
             log.warning("%s", attempt.summary())
             self.done.append(attempt)
             return attempt
+        attempt.convert_seconds = round(time.monotonic() - t0, 2)
         digest = hashlib.sha256(content).hexdigest()
         index = len(self.done)
         if digest in self._by_hash:
@@ -505,7 +522,7 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
             where = f"{len(val)} validation faces, float accuracy {float_scores.accuracy * 100:.2f} %"
             raise ModelError(f"no conversion of {src.name} stays within --max-drop {opts.max_drop:g} "
                              f"points ({where}): " + "; ".join(a.summary() for a in runs.done)
-                             + ("" if opts.qat_epochs > 0 else "; QAT not tried (--qat-epochs 0)"))
+                             + ("; QAT not tried (--qat-epochs 0)" if search and not opts.qat_epochs else ""))
         chosen_attempt = runs.done[winner]
         content, q_scores, reference = runs.results[winner]
 

@@ -1,9 +1,9 @@
 """Quantization-aware fine-tuning (QAT) with tensorflow-model-optimization (tfmot).
 
-tfmot 0.8 works on tf-keras (Keras 2) models only; when TensorFlow's own Keras is Keras 3 it
-imports tf-keras by itself, so QAT runs in this process beside Keras 3 models. A model that
-loaded with Keras 3 is rebuilt in tf-keras first: from its `.h5` where tf-keras reads it, else by
-translating its functional config (built-in layers only).
+tfmot 0.8 works on tf-keras (Keras 2) models only. A model that loaded with Keras 3 is rebuilt
+in tf-keras first: from its `.h5` where tf-keras reads it, else by translating its functional
+config (built-in layers only). Fine-tuning runs in a child process (`run_qat`), whose
+environment selects tf-keras and turns oneDNN off (see `QAT_ENV`).
 
 Two things make `quantize_model` fail on real models, and both are handled here rather than
 passed on as a crash:
@@ -14,11 +14,12 @@ passed on as a crash:
   so the rebuilt model wires the wrong tensors together: "Inputs have incompatible shapes.
   Received shapes (31, 31, 8) and (30, 30, 16)". The model is cloned with prefixed layer names
   before it is annotated.
-* Layers without an 8-bit quantize config in tfmot's registry. Only supported layers are
-  annotated (`quantize_annotate_layer`); the others stay float in the QAT model and the TFLite
-  converter calibrates them from the representative data, so the written model is full INT8
-  all the same. Should `quantize_apply` still fail, layers tfmot must rewrite (separable convs)
-  are left unannotated too, and the plan says so.
+* Layers tfmot cannot wrap. Every layer is annotated (`quantize_annotate_layer`), as
+  `quantize_model` does, so tfmot's own transforms apply; a layer that `quantize_apply` reports
+  as unsupported is left unannotated and the model annotated again. Should the graph rewrite
+  still fail, the separable convs are left unannotated too. Layers left out stay float in the
+  QAT model and the TFLite converter calibrates them from the representative faces, so the
+  written model is full INT8 all the same; the plan lists them with the reason.
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ def _plain(obj):
     return obj
 
 
-def _accepted(cls) -> set[str] | None:
-    """Constructor keywords a tf-keras layer class takes (None when it takes **kwargs freely)."""
+def _accepted(cls) -> set[str]:
+    """Constructor keywords a tf-keras layer class takes, its own and the base Layer's."""
     names = set()
     for klass in cls.__mro__:
         if klass.__name__ in ("Layer", "Module", "AutoTrackable", "Trackable", "object"):

@@ -224,7 +224,7 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
     else:
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend)
     size = clf.input_size
-    ds = load_labelled(data, usage=usage, size=size, color=clf.color, limit=limit)
+    ds = load_labelled(data, usage=usage, size=size, color=clf.color, limit=limit, classes=clf.labels)
     ds = remap_labels(ds, clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
     if as_json:
