@@ -36,6 +36,9 @@ class ClassifierOptions:
     """Interpreter threads; None lets the backend choose."""
     backend: str | None = None
     """`litert`, `tflite-runtime`, `tensorflow` or None/`auto` for the first that loads."""
+    flip_tta: bool = False
+    """Average each face with its mirror image (test-time augmentation): about twice the
+    classification time for a point or so of accuracy."""
 
 
 @dataclass
@@ -224,11 +227,18 @@ class EmotionClassifier:
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         x = self.prepare(faces)
+        if self.options.flip_tta:
+            n = len(x)
+            probs = self._run(np.concatenate([x, x[:, :, ::-1]]))
+            return (probs[:n] + probs[n:]) / 2
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         if self.input.batchable:
-            self._set_batch(len(faces))
+            self._set_batch(len(x))
             raw = self._invoke(x)
         else:
-            raw = np.concatenate([self._invoke(x[i:i + 1]) for i in range(len(faces))])
+            raw = np.concatenate([self._invoke(x[i:i + 1]) for i in range(len(x))])
         out = raw.astype(np.float32)
         scale, zp = self._out.get("quantization", (0.0, 0))
         if np.dtype(self._out["dtype"]).name != "float32" and scale:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from edge_fer import __version__
+from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
 from edge_fer.errors import EdgeFerError
 
 log = logging.getLogger("edge_fer")
@@ -58,27 +59,19 @@ def _default_model() -> str:
     return os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL)
 
 
-def _labels(value):
-    if value is None:
-        return None
-    labels = [s.strip() for s in value.split(",") if s.strip()]
-    if not labels:
-        raise click.BadParameter("give class names separated by commas")
-    return labels
-
-
 def model_options(fn):
     """Options shared by every command that loads a `.tflite` classifier."""
     opts = [
-        click.option("-m", "--model", default=None,
+        click.option("-m", "--model", default=None, type=click.Path(),
                      help="Model file (.tflite); default: $EDGE_FER_MODEL or the shipped model."),
-        click.option("--labels", callback=lambda c, p, v: _labels(v),
+        click.option("--labels", type=LabelsType(),
                      help="Comma-separated class names in output order (overrides metadata)."),
         click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
                      help="Pixel normalization (overrides metadata)."),
         click.option("--crop-margin", type=click.FloatRange(0, 1),
                      help="Face-box margin per side, fraction of box width (overrides metadata)."),
         click.option("--threads", type=click.IntRange(1), help="Interpreter threads."),
+        click.option("--tta", is_flag=True, help="Average each face with its mirror image."),
         click.option("--backend", type=click.Choice(["auto", "litert", "tflite-runtime", "tensorflow"]),
                      default="auto", show_default=True, help="TFLite interpreter backend."),
     ]
@@ -87,15 +80,20 @@ def model_options(fn):
     return fn
 
 
-def detector_options(fn):
+def detector_options(fn=None, *, detect_width: int = 640):
+    """Haar detection options; `@detector_options(detect_width=N)` changes that default."""
+    if fn is None:
+        return functools.partial(detector_options, detect_width=detect_width)
     opts = [
         click.option("--cascade", type=click.Path(dir_okay=False),
                      help="Haar cascade XML (default: OpenCV's frontal-face cascade)."),
-        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.01, 2.0)),
-        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0)),
+        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.01, 2.0),
+                     help="Image-pyramid step: larger is faster and misses more faces."),
+        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0),
+                     help="Overlapping detections needed to keep a face: more, fewer false faces."),
         click.option("--min-face", default=30, show_default=True, type=click.IntRange(8),
                      help="Smallest face side in pixels."),
-        click.option("--detect-width", default=640, show_default=True, type=click.IntRange(0),
+        click.option("--detect-width", default=detect_width, show_default=True, type=click.IntRange(0),
                      help="Downscale frames to this width for detection (0 = full size)."),
     ]
     for o in reversed(opts):
@@ -103,12 +101,92 @@ def detector_options(fn):
     return fn
 
 
-def load_classifier(model, labels, normalization, crop_margin, threads, backend):
+class _EarlyError(click.ClickException):
+    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same way."""
+
+    def __init__(self, exc: EdgeFerError):
+        super().__init__(str(exc))
+        self.exit_code = exc.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"edge-fer: error: {self.message}", err=True)
+
+
+class LabelsType(click.ParamType):
+    """Class names in output order: `a,b,c` on the command line, an array in the config."""
+
+    name = "labels"
+    toml_kind = "array"
+    allowed = "an array of at least two distinct names without commas, in output order"
+
+    def convert(self, value, param, ctx):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            self.fail("give class names separated by commas", param, ctx)
+        labels = [v.strip() for v in items]
+        if len(labels) < 2 or not all(labels) or len(set(labels)) != len(labels) \
+                or any("," in v for v in labels):
+            self.fail("give at least two distinct class names, separated by commas", param, ctx)
+        return labels
+
+
+class CameraType(click.ParamType):
+    """`pi`, `usb:N` or `N`, checked by the capture module's own parser."""
+
+    name = "camera"
+    allowed = '"pi", "usb:N" or "N" (a camera index)'
+
+    def convert(self, value, param, ctx):
+        from edge_fer.pipeline.capture import parse_camera
+
+        try:
+            parse_camera(value)
+        except EdgeFerError as exc:
+            raise _EarlyError(exc) from None
+        return value
+
+
+class CheckedString(click.ParamType):
+    """A string that `check` (raising ValueError with the reason) accepts; the message never
+    repeats the value, which may be a secret."""
+
+    def __init__(self, name: str, check, allowed: str):
+        self.name, self.check, self.allowed = name, check, allowed
+
+    def convert(self, value, param, ctx):
+        try:
+            self.check(value)
+        except ValueError as exc:
+            self.fail(f"{exc}: allowed {self.allowed}", param, ctx)
+        return value.strip()
+
+
+def config_option(default_path=None):
+    """`--config FILE`: the file's values become the command's defaults, so options on the
+    command line still win. Without --config (or $EDGE_FER_CONFIG), /etc/edge-fer/config.toml is
+    read when it exists."""
+    from edge_fer.config import DEFAULT_CONFIG_PATH, apply_config
+
+    def callback(ctx, param, value):
+        explicit = ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT
+        try:
+            apply_config(ctx, value, required=explicit)
+        except EdgeFerError as exc:
+            raise _EarlyError(exc) from None
+        return value
+
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        default=str(default_path or DEFAULT_CONFIG_PATH), show_default=True,
+                        envvar="EDGE_FER_CONFIG", is_eager=True, expose_value=False,
+                        callback=callback, help="TOML config file (see edge-fer check-config).")
+
+
+def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
     from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 
     return EmotionClassifier(model or _default_model(), ClassifierOptions(
         labels=labels, normalization=normalization, crop_margin=crop_margin,
-        num_threads=threads, backend=backend))
+        num_threads=threads, backend=backend, flip_tta=tta))
 
 
 def load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width):
@@ -122,7 +200,7 @@ def load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width):
 @cli.command()
 @model_options
 @handle_errors
-def info(model, labels, normalization, crop_margin, threads, backend):
+def info(model, labels, normalization, crop_margin, threads, tta, backend):
     """Show the interpreter backend, versions and the model's input spec and labels."""
     import json
     import platform
@@ -132,7 +210,7 @@ def info(model, labels, normalization, crop_margin, threads, backend):
 
     from edge_fer.backends import available_backends
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend)
+    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
     b = clf.backend_info
     i = clf.input
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
@@ -156,7 +234,7 @@ def info(model, labels, normalization, crop_margin, threads, backend):
 @click.option("--no-detect", is_flag=True, help="Each image is an already-cropped face.")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write annotated copies here.")
 @handle_errors
-def predict(paths, model, labels, normalization, crop_margin, threads, backend, cascade,
+def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, cascade,
             scale_factor, min_neighbors, min_face, detect_width, as_json, no_detect, annotate):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
@@ -166,7 +244,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, backend, 
     from edge_fer.images import iter_image_paths, read_image
     from edge_fer.predict import FacePredictor, ImageResult, draw_faces
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend)
+    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
     det = None if no_detect else load_detector(cascade, scale_factor, min_neighbors, min_face,
                                                detect_width)
     predictor = FacePredictor(clf, det)
@@ -200,37 +278,192 @@ def predict(paths, model, labels, normalization, crop_margin, threads, backend, 
 
 
 @cli.command()
+@config_option()
+@click.option("--camera", type=CameraType(), help="Camera: pi (picamera2), usb:N or N (OpenCV).")
+@click.option("--source", type=click.Path(), metavar="PATH|URL",
+              help="Video file, image folder, or stream URL (rtsp://, http://).")
+@click.option("--width", default=640, show_default=True, type=click.IntRange(16), help="Camera frame width.")
+@click.option("--height", default=480, show_default=True, type=click.IntRange(16), help="Camera frame height.")
+@click.option("--fps", type=click.FloatRange(1, 240),
+              help="Camera frame rate (default 30); with --realtime, the pace of a file or folder "
+                   "(default: the file's own rate).")
+@click.option("--realtime", is_flag=True,
+              help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@model_options
+@detector_options(detect_width=320)
+@click.option("--detect-every", default=5, show_default=True, type=click.IntRange(1),
+              help="Full detection at least every N frames; faces are tracked in between.")
+@click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
+              help="Frames of scores averaged per face (1 = off).")
+@click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
+              help="Box overlap for a detection to continue a track.")
+@click.option("--log-json", type=click.Path(dir_okay=False),
+              help="Append JSON lines to FILE: stats every --log-interval, face events (time, "
+                   "track, box, label, scores; never pixels), a summary.")
+@click.option("--log-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds between stats lines.")
+@click.option("--log-max-bytes", default=10 * 1024 * 1024, show_default=True,
+              type=click.IntRange(4096), help="Rotate the JSON log when it would grow past this size.")
+@click.option("--log-backups", default=3, show_default=True, type=click.IntRange(0, 100),
+              help="Rotated JSON logs kept (FILE.1, FILE.2, ...).")
+@click.option("--display/--headless", default=None,
+              help="Show the annotated stream in a window (default: when a GUI is available).")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi); the only way "
+                   "frames reach the disk.")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
+@click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
+              is_flag=False, flag_value=DEFAULT_SERVE,
+              metavar="[HOST:PORT]",
+              help=f"Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT "
+                   f"({DEFAULT_SERVE} when given alone).")
+@click.option("--token", type=CheckedString("token", check_token, TOKEN_WORDS),
+              envvar="EDGE_FER_TOKEN",
+              help="Access token for --serve, required on a non-loopback address "
+                   "(default: $EDGE_FER_TOKEN).")
+@handle_errors
+def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
+        threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
+        detect_every, smoothing, iou_threshold, log_json, log_interval, log_max_bytes,
+        log_backups, display, record, max_frames, duration, serve, token):
+    """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
+
+    Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
+    prints a summary in every case. Options not given come from the config file (see
+    `edge-fer check-config --keys`).
+    """
+    import contextlib
+    import os
+
+    from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
+                                   open_source, stop_on_signals)
+    from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
+                                         format_summary, gui_problem)
+
+    camera, source = _one_source(click.get_current_context(), camera, source)
+    capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
+                             realtime=realtime, max_frames=max_frames, duration=duration,
+                             lores_width=detect_width)
+    src = open_source(capture)
+    with contextlib.ExitStack() as cleanup:
+        sinks = []
+        # The port and the token are checked before the model loads and the camera opens: a
+        # service that cannot serve fails at once, in one line, not after a minute of warm-up.
+        server = None
+        if serve:
+            from edge_fer.server import ServerOptions, ServerSink
+
+            server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
+            sinks.append(server)
+        elif token:
+            log.warning("--token has no effect without --serve")
+        monitor = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            from edge_fer.service import ServiceMonitor, SystemdNotifier
+
+            monitor = ServiceMonitor(SystemdNotifier()).start()
+            cleanup.callback(monitor.close)
+            sinks.append(monitor)
+        detector = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
+        if monitor is not None:
+            monitor.model_loaded()
+        pipeline = Pipeline(src, detector, classifier,
+                            PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
+                                                                    iou_threshold=iou_threshold,
+                                                                    smoothing=smoothing)))
+        # Slow sinks (a window, a video encoder) last: the cheap ones see each result first.
+        slow = []
+        if display or (display is None and gui_problem() is None):
+            slow.append(DisplaySink(pipeline.stop))
+        if record:
+            slow.append(RecorderSink(record))
+        sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
+        if log_json:
+            header = {"version": __version__, **pipeline.describe(),
+                      "serve": server.url if server else None}
+            json_log = JsonLinesSink(log_json, log_interval, header, max_bytes=log_max_bytes,
+                                     backups=log_backups)
+            cleanup.callback(json_log.close)
+            sinks.append(json_log)
+        for sink in sinks + slow:
+            pipeline.add_sink(sink)
+        with stop_on_signals(pipeline):
+            pipeline.start()
+            pipeline.wait()
+    click.echo(format_summary(pipeline.summary()))
+    if pipeline.error is not None:
+        raise pipeline.error
+
+
+def _one_source(ctx, camera, source):
+    """The camera or the source, whichever the command line (or its environment) named, when
+    the config file names the other: the command line overrides the file here too."""
+    from click.core import ParameterSource
+
+    if camera and source:
+        given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT,
+                                                              ParameterSource.DEFAULT_MAP)
+                 for name in ("camera", "source")}
+        if given["camera"] and not given["source"]:
+            return camera, None
+        if given["source"] and not given["camera"]:
+            return None, source
+    return camera, source
+
+
+@cli.command()
 @click.option("--data", required=True, help="Folder of class subfolders, or the FER2013 CSV.")
 @click.option("--usage", help="With a CSV: the split to keep (Training, PublicTest, PrivateTest).")
 @click.option("--limit", type=click.IntRange(1), help="Score a stratified sample of N images.")
 @model_options
+@detector_options
+@click.option("--detect/--no-detect", default=False, show_default=True,
+              help="Find the face with the detector first (larger images), or take each image "
+                   "as a face crop (FER2013).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-@click.option("--no-detect", is_flag=True, default=True, show_default=True,
-              help="Images are face crops (FER2013); kept for symmetry with predict.")
 @handle_errors
-def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, backend,
-             as_json, no_detect):
+def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
+             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, as_json):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
     from edge_fer.datasets import load_labelled, remap_labels
-    from edge_fer.evaluate import evaluate_probs
+    from edge_fer.evaluate import detect_largest_faces, evaluate_probs
 
     path = model or _default_model()
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
         from edge_fer_convert.loader import KerasClassifier
 
-        clf = KerasClassifier.load(path, labels=labels, normalization=normalization)
+        clf = KerasClassifier.load(path, labels=labels, normalization=normalization,
+                                   crop_margin=crop_margin)
     else:
-        clf = load_classifier(path, labels, normalization, crop_margin, threads, backend)
-    size = clf.input_size
-    ds = load_labelled(data, usage=usage, size=size, color=clf.color, limit=limit, classes=clf.labels)
-    ds = remap_labels(ds, clf.labels)
+        clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
+    extra = {}
+    if detect:
+        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit)
+        ds = remap_labels(ds, clf.labels)
+        det = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
+        extra = {"detected": len(ds), "undetected": missed}
+        if len(ds) == 0:
+            from edge_fer.errors import InputError
+
+            raise InputError(f"the detector found no face in any image of {data}: "
+                             "try --no-detect for face crops, or a smaller --min-face")
+    else:
+        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
+                                        limit=limit, classes=clf.labels), clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
     if as_json:
-        click.echo(json.dumps({"model": path, "data": data, **scores.to_dict()}))
+        click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
     else:
         click.echo(f"model: {path}")
+        if extra:
+            total = extra["detected"] + extra["undetected"]
+            click.echo(f"faces detected in {extra['detected']} of {total} images "
+                       f"(scores below are over those)")
         click.echo(scores.table())
 
 
@@ -294,7 +527,7 @@ def train(output, **kw):
               help="Quantization-aware fine-tuning epochs when --max-drop needs them (0: never).")
 @click.option("--qat-data", help="Labelled faces to fine-tune on (default: the calibration data).")
 @click.option("--qat-limit", type=click.IntRange(1), help="Fine-tune on a stratified sample of N.")
-@click.option("--labels", callback=lambda c, p, v: _labels(v),
+@click.option("--labels", type=LabelsType(),
               help="Comma-separated class names in output order (models without metadata).")
 @click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
               help="Pixel normalization (models without metadata).")
@@ -316,6 +549,24 @@ def convert(model, as_json, **kw):
 
     report = run_convert(model, ConvertOptions(**kw))
     click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+
+
+@cli.command("check-config")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--keys", is_flag=True, help="List every allowed key and what it takes, then exit.")
+@handle_errors
+def check_config(file, keys):
+    """Validate a config file without starting (default: /etc/edge-fer/config.toml)."""
+    from edge_fer.config import DEFAULT_CONFIG_PATH, describe_keys, load_config
+
+    if keys:
+        click.echo("\n".join(describe_keys(run)))
+        return
+    config = load_config(file or DEFAULT_CONFIG_PATH, run)
+    for w in config.warnings:
+        click.echo(f"edge-fer: warning: {w}", err=True)
+    sections = ", ".join(f"[{s}]" for s in config.values) or "no sections"
+    click.echo(f"{config.path}: ok ({config.key_count} keys in {sections})")
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ class LabelledImages:
     """Images with integer labels into `classes`."""
 
     images: np.ndarray
-    """uint8 array, N x H x W (gray) or N x H x W x 3 (BGR as OpenCV reads it)."""
+    """uint8 array, N x H x W (gray) or N x H x W x 3; an object array of such images when they
+    differ in size (loaded without resizing, for detection)."""
     labels: np.ndarray
     """int array of N indices into `classes`."""
     classes: list[str]
@@ -135,10 +136,14 @@ def load_folder(
     # JPEG decoding releases the GIL, so a few threads cut a 30k-image load several times over.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         images = list(pool.map(load_one, paths))
-    if size is None and len({im.shape for im in images}) > 1:
-        raise InputError(f"images in {root} differ in size: give a size to resize them to")
+    if len({im.shape for im in images}) > 1:
+        # Only without `size` (whole frames for detection): keep each image as it is.
+        stacked = np.empty(len(images), dtype=object)
+        stacked[:] = images
+    else:
+        stacked = np.stack(images)
     log.info("loaded %d images in %d classes from %s", len(images), len(classes), root)
-    return LabelledImages(np.stack(images), label_arr, list(classes), [str(p) for p in paths])
+    return LabelledImages(stacked, label_arr, list(classes), [str(p) for p in paths])
 
 
 def load_fer_csv(

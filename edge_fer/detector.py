@@ -69,27 +69,30 @@ class HaarFaceDetector:
             raise InputError("scale factor must be greater than 1.0")
         self.cascade_path = path
 
-    def detect(self, frame: np.ndarray) -> list[Box]:
-        """Face boxes in `frame` coordinates, largest first."""
+    def detect(self, frame: np.ndarray, full_size: tuple[int, int] | None = None) -> list[Box]:
+        """Face boxes, largest first, in `frame` coordinates, or in those of a frame of
+        `full_size` (w, h) when `frame` is a smaller view of it (a Pi camera's low-resolution
+        plane); `min_size` is always in full-frame pixels."""
         import cv2
 
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         h, w = gray.shape[:2]
+        full_w, full_h = full_size or (w, h)
         o = self.options
-        scale = 1.0
         if o.detect_width and w > o.detect_width:
-            scale = o.detect_width / w
-            gray = cv2.resize(gray, (o.detect_width, max(1, round(h * scale))),
+            gray = cv2.resize(gray, (o.detect_width, max(1, round(h * o.detect_width / w))),
                               interpolation=cv2.INTER_AREA)
         if o.equalize:
             gray = cv2.equalizeHist(gray)
-        min_side = max(8, int(round(o.min_size * scale)))
+        sx, sy = gray.shape[1] / full_w, gray.shape[0] / full_h
+        min_side = max(8, int(round(o.min_size * sx)))
         found = self._cascade.detectMultiScale(gray, scaleFactor=o.scale_factor,
                                                minNeighbors=o.min_neighbors,
                                                minSize=(min_side, min_side))
-        boxes = [tuple(int(round(v / scale)) for v in b) for b in (found if len(found) else [])]
+        boxes = [(int(round(x / sx)), int(round(y / sy)), int(round(bw / sx)), int(round(bh / sy)))
+                 for x, y, bw, bh in (found if len(found) else [])]
         boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-        return boxes  # type: ignore[return-value]
+        return boxes
 
 
 def expand_box(box: Box, margin: float, frame_w: int, frame_h: int) -> Box:

@@ -81,3 +81,20 @@ def evaluate_probs(predict: Callable[[np.ndarray], np.ndarray], data: LabelledIm
     result = score(data.labels, np.concatenate(preds), data.classes)
     result.seconds_per_face = elapsed / max(1, len(data))
     return result
+
+
+def detect_largest_faces(data: LabelledImages, detector, size: tuple[int, int], color: str,
+                         margin: float) -> tuple[LabelledImages, int]:
+    """Crops of the largest detected face of each image, and how many images had none."""
+    from edge_fer.detector import crop_face
+
+    keep, crops = [], []
+    for i, img in enumerate(data.images):
+        boxes = detector.detect(img)
+        if boxes:
+            keep.append(i)
+            crops.append(crop_face(img, boxes[0], size, color, margin))
+    idx = np.asarray(keep, dtype=np.int64)
+    images = np.stack(crops) if crops else np.zeros((0, size[1], size[0]), np.uint8)
+    return (LabelledImages(images, data.labels[idx], data.classes, [data.paths[i] for i in keep]),
+            len(data) - len(keep))

@@ -66,8 +66,11 @@ LABEL_COLORS = {
 }
 
 
-def draw_faces(frame: np.ndarray, faces: list[FaceResult]) -> np.ndarray:
-    """`frame` (BGR, drawn on in place) with a box and `label score` for each face."""
+def draw_faces(frame: np.ndarray, faces: list) -> np.ndarray:
+    """`frame` (BGR, drawn on in place) with a box and `label score` for each face.
+
+    Faces are `FaceResult`s or the pipeline's `TrackedFace`s, whose track number is shown too.
+    """
     import cv2
 
     thick = max(1, frame.shape[1] // 400)
@@ -75,11 +78,25 @@ def draw_faces(frame: np.ndarray, faces: list[FaceResult]) -> np.ndarray:
         x, y, w, h = f.box
         color = LABEL_COLORS.get(f.label, (0, 255, 0))
         cv2.rectangle(frame, (x, y), (x + w, y + h), color, thick)
-        text = f"{f.label} {f.score:.2f}"
+        track = getattr(f, "track_id", None)
+        text = (f"#{track} " if track is not None else "") + f"{f.label} {f.score:.2f}"
         fs = max(0.4, w / 250)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
         ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
         cv2.rectangle(frame, (x, ty - th - 4), (x + tw + 4, ty + base - 2), color, -1)
         cv2.putText(frame, text, (x + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), thick,
                     cv2.LINE_AA)
+    return frame
+
+
+def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
+    """`frame` (drawn on in place) with `text` on a dark band at the top left (FPS, latency)."""
+    import cv2
+
+    fs = max(0.4, frame.shape[1] / 1400)
+    thick = max(1, frame.shape[1] // 640)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
+    cv2.rectangle(frame, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(frame, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), thick,
+                cv2.LINE_AA)
     return frame

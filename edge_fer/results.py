@@ -45,3 +45,31 @@ class FrameResult:
     @property
     def latency_ms(self) -> float:
         return (self.finished_at - self.captured_at) * 1000.0
+
+
+@dataclass
+class TrackEvent:
+    """Something that happened to a tracked face: it appeared, its label changed, it left."""
+
+    kind: str
+    """`appear`, `label` or `leave`."""
+    track_id: int
+    frame_index: int
+    """The frame on which it was noticed."""
+    at: float
+    """time.monotonic() when it was noticed."""
+    label: str
+    """The smoothed label (the last one, for `leave`)."""
+    score: float
+    previous: str | None = None
+    """The label before a `label` change."""
+    box: tuple[int, int, int, int] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    """The smoothed probabilities per label."""
+
+    def to_dict(self) -> dict:
+        """What a log keeps of an event: no pixels, only the track, its box and its scores."""
+        return {"event": self.kind, "track": self.track_id, "frame": self.frame_index,
+                "label": self.label, "score": round(self.score, 4), "previous": self.previous,
+                "box": [int(v) for v in self.box] if self.box else None,
+                "scores": {k: round(float(v), 4) for k, v in self.scores.items()}}

@@ -126,3 +126,11 @@ def test_every_installed_backend_gives_the_same_answer(default_model, faces):
             for n in names]
     for other in outs[1:]:
         np.testing.assert_allclose(other, outs[0], atol=1e-6)
+
+
+def test_flip_averaging_is_the_mean_of_face_and_mirror(default_model, faces):
+    tta = EmotionClassifier(default_model, ClassifierOptions(flip_tta=True))
+    plain = EmotionClassifier(default_model)
+    x = list(faces.images[:6])
+    expected = (plain.predict_proba(x) + plain.predict_proba([f[:, ::-1] for f in x])) / 2
+    np.testing.assert_allclose(tta.predict_proba(x), expected, atol=1e-6)

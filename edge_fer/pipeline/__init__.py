@@ -1,0 +1,12 @@
+"""The real-time pipeline behind `edge-fer run`: one module per stage.
+
+`capture` (sources), `detect` (tracking and the detector thread), `classify`, `sinks` (log, JSON
+lines, display, recorder), joined by the latest-frame queues of `queues` and run by `runner`.
+"""
+
+from edge_fer.pipeline.capture import CaptureOptions, Frame, PiCameraSource, open_source
+from edge_fer.pipeline.runner import Pipeline, PipelineOptions, stop_on_signals
+from edge_fer.pipeline.tracking import TrackerOptions
+
+__all__ = ["CaptureOptions", "Frame", "PiCameraSource", "Pipeline", "PipelineOptions",
+           "TrackerOptions", "open_source", "stop_on_signals"]

@@ -1,0 +1,480 @@
+"""The local page of `edge-fer run --serve HOST:PORT`: live MJPEG view, faces, stats and metrics.
+
+`ServerSink` is a pipeline sink. Its `handle()` only stores a reference to the newest result
+and stats under a lock and wakes the stream clients; it never encodes, draws or touches a socket,
+so the pipeline runs at the same speed with zero or fifty browsers watching. Each HTTP client has
+its own thread (stdlib `ThreadingHTTPServer`). A stream client always takes the newest frame, so
+a slow one skips frames; one that stops reading is dropped when its socket send times out. The
+JPEG of a frame is encoded once, on demand, by the first stream client that needs it.
+
+Routes: `/` page, `/stream.mjpg`, `/frame.jpg`, `/api/stats`, `/api/faces`, `/metrics`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import socket
+import socketserver
+import threading
+import time
+from base64 import b64encode
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+from edge_fer import __version__
+from edge_fer.config import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
+from edge_fer.errors import UsageError
+from edge_fer.results import FrameResult
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "edgeferframe"
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s]*")
+
+
+@dataclass
+class ServerOptions:
+    """Where and how the local page is served."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; anything but loopback requires `token`."""
+    port: int = 8080
+    """TCP port; 0 picks a free one (tests)."""
+    token: str | None = None
+    """When set, every request needs `Authorization: Bearer TOKEN` or `?token=TOKEN`."""
+    jpeg_quality: int = 80
+    """JPEG quality of the stream (1-100)."""
+    max_stream_fps: float = 15.0
+    """Upper bound on frames sent per stream client per second (0 = every frame); caps the
+    encoding and sending cost on a Pi."""
+    client_timeout: float = 5.0
+    """Seconds a client may stall a send or a request read before it is dropped."""
+    max_streams: int = 8
+    """Concurrent `/stream.mjpg` clients; more get 503."""
+
+    @classmethod
+    def from_serve(cls, serve: str | None, token: str | None = None, **kw) -> "ServerOptions":
+        """Options from a `--serve HOST:PORT` value (None: the default address)."""
+        try:
+            host, port = parse_address(serve or DEFAULT_SERVE)
+        except ValueError as exc:
+            raise UsageError(f"--serve {serve!r}: {exc}: allowed HOST:PORT with PORT 1-65535, "
+                             "e.g. 127.0.0.1:8080") from None
+        return cls(host=host, port=port, token=token or None, **kw)
+
+
+def _finite(value):
+    """JSON-safe copy: NaN/inf (a percentile before any sample) become null, not invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _finite(value.item())
+    return value
+
+
+def _load_page() -> tuple[bytes, str]:
+    """The page and its Content-Security-Policy, which allows exactly its one inline script."""
+    html = resources.files("edge_fer").joinpath("web/index.html").read_text(encoding="utf-8")
+    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+           "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+           "frame-ancestors 'none'")
+    return html.encode("utf-8"), csp
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # A restarted service must be able to rebind while old connections sit in TIME_WAIT.
+    allow_reuse_address = True
+
+    def __init__(self, address, family: int, sink: "ServerSink"):
+        self.address_family = family
+        self.sink = sink
+        super().__init__(address, _Handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that hangs on an offline Pi.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name, self.server_port = host, port
+
+    def handle_error(self, request, client_address):
+        # A browser closing a tab mid-stream is routine; keep the traceback out of the journal.
+        log.debug("client %s: connection error", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = f"edge-fer/{__version__}"
+    server: _HTTPServer
+
+    def setup(self):
+        # Applies to reads and sends: a client that never reads has its send time out and is
+        # dropped; one that never sends a request is dropped too.
+        self.timeout = self.server.sink.options.client_timeout
+        super().setup()
+
+    def log_message(self, format, *args):  # noqa: A002 (the stdlib's name)
+        # Request lines carry ?token=...: keep the secret out of the journal.
+        log.debug("%s %s", self.address_string(), _TOKEN_IN_URL.sub(r"\1***", format % args))
+
+    def do_GET(self):  # noqa: N802 (the stdlib's name)
+        self.server.sink._serve(self)
+
+    def do_HEAD(self):  # noqa: N802
+        self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+
+
+class ServerSink:
+    """Pipeline sink serving the kiosk page; binds and starts serving in the constructor.
+
+    Raises UsageError when the address needs a token and has none, the port is taken, or the
+    address cannot be bound, so `run` fails before loading the model.
+    """
+
+    def __init__(self, options: ServerOptions | None = None, *, registry=None):
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.options = opts = options or ServerOptions()
+        if opts.token is not None:
+            try:
+                check_token(opts.token)
+            except ValueError:
+                raise UsageError(f"the server token is too weak: use {MIN_TOKEN_LENGTH} or more "
+                                 "characters without spaces, e.g. from `openssl rand -hex 16`") \
+                    from None
+        elif not is_loopback(opts.host):
+            raise UsageError(f"refusing to serve on {opts.host}:{opts.port} without a token: anyone "
+                             "on the network could watch the camera. Set --token (or [server] "
+                             "token in the config), or serve on 127.0.0.1")
+        self._cond = threading.Condition()
+        self._result: FrameResult | None = None
+        self._stats: dict = {}
+        self._seq = 0
+        self._handled_at = 0.0  # time.monotonic() of the newest result
+        self._encode_lock = threading.Lock()
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._frames_encoded = 0
+        self._streams = 0
+        self._stop = threading.Event()
+        self._page, self._csp = _load_page()
+
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._requests = Counter("edge_fer_http_requests", "HTTP requests served, by route and status",
+                                 ["route", "code"], registry=self.registry)
+        self.registry.register(_StatsCollector(self))
+
+        self._httpd = self._bind()
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5},
+                                        name="edge-fer-http", daemon=True)
+        self._thread.start()
+        log.info("serving the kiosk page on %s", self.url)
+
+    def _bind(self) -> _HTTPServer:
+        o = self.options
+        where = f"{o.host}:{o.port}"
+        try:
+            infos = socket.getaddrinfo(o.host, o.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise UsageError(f"cannot serve on {where}: unknown host ({exc.strerror}): use an IP "
+                             "address such as 127.0.0.1") from None
+        family, _, _, _, sockaddr = infos[0]
+        try:
+            return _HTTPServer(sockaddr, family, self)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                hint = ("the port is already in use (another edge-fer?): stop that program or "
+                        "choose another port with --serve HOST:PORT")
+            elif exc.errno == errno.EACCES:
+                hint = "permission denied (ports below 1024 need privileges): use a port above 1024"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                hint = "this machine has no such address: use 127.0.0.1 or one of its own addresses"
+            else:
+                hint = exc.strerror or str(exc)
+            raise UsageError(f"cannot serve on {where}: {hint}") from None
+
+    # --- the sink contract ---------------------------------------------------------------------
+
+    def handle(self, result: FrameResult, stats: dict) -> None:
+        """Keep the newest result and stats; wakes the stream clients. Never blocks on clients."""
+        with self._cond:
+            self._result = result
+            self._stats = dict(stats)
+            self._seq += 1
+            self._handled_at = time.monotonic()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop serving: stream clients end within a wait interval, the port is released."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "ServerSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- state for the routes ------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); the real port when options.port was 0."""
+        host, port = self._httpd.socket.getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+    @property
+    def stream_clients(self) -> int:
+        with self._cond:
+            return self._streams
+
+    @property
+    def frames_encoded(self) -> int:
+        return self._frames_encoded
+
+    def snapshot(self) -> tuple[FrameResult | None, dict, int, float]:
+        """(newest result, its stats, its sequence number, seconds since it arrived)."""
+        with self._cond:
+            age = time.monotonic() - self._handled_at if self._result is not None else math.nan
+            return self._result, self._stats, self._seq, age
+
+    def _wait_newer(self, seq: int, timeout: float) -> int | None:
+        with self._cond:
+            if self._seq <= seq and not self._stop.is_set():
+                self._cond.wait(timeout)
+            return self._seq if self._seq > seq else None
+
+    def jpeg(self) -> tuple[bytes | None, int]:
+        """The newest frame, annotated and encoded (at most once per frame), and its sequence."""
+        import cv2
+
+        from edge_fer.predict import draw_faces
+
+        with self._encode_lock:
+            with self._cond:
+                result, seq = self._result, self._seq
+            if result is None:
+                return None, 0
+            if self._jpeg_seq != seq:
+                # The pipeline shares the frame with every sink: draw on a copy.
+                frame = draw_faces(result.frame.copy(), result.faces)
+                ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.options.jpeg_quality])
+                if not ok:
+                    log.warning("cannot encode frame %d as JPEG", result.index)
+                    return None, seq
+                self._jpeg, self._jpeg_seq = buf.tobytes(), seq
+                self._frames_encoded += 1
+            return self._jpeg, self._jpeg_seq
+
+    def faces_json(self) -> dict:
+        result, _, _, age = self.snapshot()
+        if result is None:
+            return {"index": None, "age_s": None, "latency_ms": None, "faces": []}
+        faces = [{"track_id": f.track_id, "box": [int(v) for v in f.box], "label": f.label,
+                  "score": float(f.score), "scores": {k: float(v) for k, v in f.scores.items()},
+                  "raw_label": f.raw_label} for f in result.faces]
+        return _finite({"index": result.index, "age_s": round(age, 3),
+                        "latency_ms": round(result.latency_ms, 2), "faces": faces})
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def _authorized(self, req: _Handler, query: dict) -> bool:
+        token = self.options.token
+        if not token:
+            return True
+        auth = req.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else query.get("token", [""])[0]
+        return hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+    _ROUTES = {"/": "page", "/index.html": "page", "/stream.mjpg": "stream", "/frame.jpg": "frame",
+               "/api/stats": "stats", "/api/faces": "faces", "/metrics": "metrics",
+               "/favicon.ico": "favicon"}
+
+    def _serve(self, req: _Handler) -> None:
+        url = urlsplit(req.path)
+        route = self._ROUTES.get(url.path, "other")
+        if not self._authorized(req, parse_qs(url.query)):
+            self._count(route, 401)
+            self._send(req, 401, b"401 unauthorized: send 'Authorization: Bearer TOKEN' or add "
+                                 b"?token=TOKEN to the URL\n", "text/plain; charset=utf-8",
+                       {"WWW-Authenticate": 'Bearer realm="edge-fer"'})
+            return
+        if route == "page":
+            self._count(route, 200)
+            self._send(req, 200, self._page, "text/html; charset=utf-8",
+                       {"Content-Security-Policy": self._csp})
+        elif route == "stats":
+            _, stats, _, _ = self.snapshot()
+            self._count(route, 200)
+            self._send_json(req, _finite(stats))
+        elif route == "faces":
+            self._count(route, 200)
+            self._send_json(req, self.faces_json())
+        elif route == "metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self._count(route, 200)
+            self._send(req, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        elif route == "frame":
+            data, _ = self.jpeg()
+            if data is None:
+                self._count(route, 503)
+                self._send(req, 503, b"no frame yet\n", "text/plain; charset=utf-8", {"Retry-After": "1"})
+            else:
+                self._count(route, 200)
+                self._send(req, 200, data, "image/jpeg")
+        elif route == "stream":
+            self._stream(req)
+        elif route == "favicon":
+            self._count(route, 204)
+            self._send(req, 204, b"", "image/x-icon")
+        else:
+            self._count(route, 404)
+            self._send(req, 404, b"404 not found: try / /stream.mjpg /api/stats /api/faces /metrics\n",
+                       "text/plain; charset=utf-8")
+
+    def _count(self, route: str, code: int) -> None:
+        self._requests.labels(route=route, code=str(code)).inc()
+
+    @staticmethod
+    def _send(req: _Handler, code: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        req.send_response(code)
+        req.send_header("Content-Type", ctype)
+        req.send_header("Content-Length", str(len(body)))
+        req.send_header("Cache-Control", "no-store")
+        req.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in (headers or {}).items():
+            req.send_header(k, v)
+        req.end_headers()
+        if body:
+            req.wfile.write(body)
+
+    def _send_json(self, req: _Handler, obj) -> None:
+        self._send(req, 200, json.dumps(obj, allow_nan=False).encode("utf-8"),
+                   "application/json")
+
+    def _stream(self, req: _Handler) -> None:
+        with self._cond:
+            full = self._streams >= self.options.max_streams
+            if not full:
+                self._streams += 1
+        if full:
+            self._count("stream", 503)
+            self._send(req, 503, b"too many stream clients\n", "text/plain; charset=utf-8",
+                       {"Retry-After": "5"})
+            return
+        self._count("stream", 200)
+        try:
+            req.send_response(200)
+            req.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            req.send_header("Cache-Control", "no-store")
+            req.send_header("X-Content-Type-Options", "nosniff")
+            req.end_headers()
+            min_gap = 1.0 / self.options.max_stream_fps if self.options.max_stream_fps > 0 else 0.0
+            sent = 0
+            while not self._stop.is_set():
+                if self._wait_newer(sent, timeout=0.5) is None:
+                    continue
+                started = time.monotonic()
+                data, sent = self.jpeg()
+                if data is None:
+                    continue
+                req.wfile.write(b"--" + BOUNDARY.encode() + b"\r\nContent-Type: image/jpeg\r\n"
+                                + f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
+                req.wfile.flush()
+                if min_gap:
+                    self._stop.wait(max(0.0, min_gap - (time.monotonic() - started)))
+        except (OSError, ValueError) as exc:
+            # Timeout (a client that stopped reading), reset, or broken pipe: drop this client only.
+            log.debug("stream client %s dropped: %s", req.client_address, exc)
+            req.close_connection = True
+        finally:
+            with self._cond:
+                self._streams -= 1
+
+
+class _StatsCollector:
+    """Prometheus collector reading the newest stats at scrape time (no copies kept in step)."""
+
+    def __init__(self, sink: ServerSink):
+        self._sink = sink
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                            InfoMetricFamily)
+
+        result, stats, _, age = self._sink.snapshot()
+
+        def num(key):
+            v = stats.get(key)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+        yield InfoMetricFamily("edge_fer_build", "edge-fer version", value={"version": __version__})
+        for key, name, doc in (("frames_captured", "edge_fer_frames_captured", "Frames read from the source"),
+                               ("frames_processed", "edge_fer_frames_processed", "Frames detected and classified"),
+                               ("dropped", "edge_fer_frames_dropped", "Frames dropped to keep up in real time")):
+            if num(key) is not None:
+                yield CounterMetricFamily(name, doc, value=num(key))
+        fps = GaugeMetricFamily("edge_fer_fps", "Frames per second, by stage", labels=["stage"])
+        for stage in ("captured", "processed"):
+            if num(f"{stage}_fps") is not None:
+                fps.add_metric([stage], num(f"{stage}_fps"))
+        yield fps
+        lat = GaugeMetricFamily("edge_fer_latency_seconds", "Recent latency percentiles, by stage",
+                                labels=["stage", "quantile"])
+        for stage, prefix in (("detect", "detect"), ("classify", "classify"), ("total", "latency")):
+            for q, suffix in (("0.5", "p50"), ("0.95", "p95")):
+                v = num(f"{prefix}_{suffix}_ms")
+                if v is not None:
+                    lat.add_metric([stage, q], v / 1000.0)
+        yield lat
+        for key, name, doc in (("faces", "edge_fer_faces", "Faces in the newest frame"),
+                               ("uptime_s", "edge_fer_uptime_seconds", "Seconds since the pipeline started"),
+                               ("first_result_s", "edge_fer_first_result_seconds",
+                                "Seconds from start to the first processed frame")):
+            if num(key) is not None:
+                yield GaugeMetricFamily(name, doc, value=num(key))
+        by_label = GaugeMetricFamily("edge_fer_faces_by_label", "Faces in the newest frame, by smoothed emotion",
+                                     labels=["label"])
+        counts: dict[str, int] = {}
+        for f in (result.faces if result is not None else []):
+            counts[f.label] = counts.get(f.label, 0) + 1
+        for label, n in sorted(counts.items()):
+            by_label.add_metric([label], n)
+        yield by_label
+        if math.isfinite(age):
+            yield GaugeMetricFamily("edge_fer_last_frame_age_seconds",
+                                    "Seconds since the newest processed frame (alert when it grows)",
+                                    value=age)
+        yield GaugeMetricFamily("edge_fer_stream_clients", "Connected /stream.mjpg clients",
+                                value=self._sink.stream_clients)
+        yield CounterMetricFamily("edge_fer_stream_frames_encoded", "Frames encoded to JPEG for the stream",
+                                  value=self._sink.frames_encoded)
