@@ -295,13 +295,29 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def integer_only(model_content: bytes) -> bool:
-    """True when every op runs on integer tensors (int8/int32 activations; no float kernels)."""
+def float_ops(model_content: bytes) -> list[str]:
+    """Names of the ops that still compute in float (sorted, unique); empty for full integer.
+
+    A float tensor alone would do (`integer_only`), but naming the op tells the user what to
+    change: the converter leaves ops it has no int8 rule for (ELU, for one) between a
+    DEQUANTIZE and a QUANTIZE instead of failing.
+    """
     from edge_fer.backends import load_backend
 
     interp = load_backend().make_interpreter(model_content)
     float_kinds = {np.dtype(np.float32), np.dtype(np.float16)}
-    return not any(np.dtype(t["dtype"]) in float_kinds for t in interp.get_tensor_details())
+    is_float = {t["index"] for t in interp.get_tensor_details() if np.dtype(t["dtype"]) in float_kinds}
+    if not is_float:
+        return []
+    ops = getattr(interp, "_get_ops_details", lambda: [])()
+    names = {o["op_name"] for o in ops
+             if o["op_name"] != "DEQUANTIZE" and any(int(i) in is_float for i in o["outputs"])}
+    return sorted(names) or ["(float tensors)"]
+
+
+def integer_only(model_content: bytes) -> bool:
+    """True when every op runs on integer tensors (int8/int32 activations; no float kernels)."""
+    return not float_ops(model_content)
 
 
 def verify(path: Path, content: bytes, reference: np.ndarray, probe: np.ndarray,
@@ -335,9 +351,12 @@ def verify(path: Path, content: bytes, reference: np.ndarray, probe: np.ndarray,
                          f"{agreement['mean_abs_prob_diff']:.4f} > {tolerance} on {len(probe)} faces "
                          f"(top-1 agreement {agreement['top1'] * 100:.1f} %)")
     if quantization == "int8":
-        result["integer_only"] = integer_only(content)
-        if not result["integer_only"]:
-            raise ModelError(f"{path} still has float tensors after full-integer conversion")
+        left = float_ops(content)
+        result["integer_only"] = not left
+        if left:
+            raise ModelError(f"{path} still computes {', '.join(left)} in float after full-integer "
+                             "conversion (the converter has no int8 rule for it): change that layer "
+                             "(e.g. ELU to ReLU), or use --quantization dynamic")
     return agreement, result
 
 

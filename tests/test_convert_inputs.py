@@ -309,3 +309,16 @@ def test_verification_refuses_outputs_beyond_the_tolerance(model_files, faces_np
     assert np.mean(np.abs(wrong - float_probs)) > TOLERANCES["int8"]
     with pytest.raises(ModelError, match="does not match its float model"):
         verify(out, out.read_bytes(), wrong, probe, ClassifierOptions(), "int8")
+
+
+def test_an_op_the_converter_leaves_float_is_named(tmp_path, faces_npz):
+    """littlevgg's ELU has no int8 rule in the converter: it stays float between DEQUANTIZE and
+    QUANTIZE. An "int8" model that is not full integer is refused, not written."""
+    from edge_fer_convert.architectures import get_architecture
+
+    get_architecture("littlevgg").build(7).save(tmp_path / "littlevgg.keras")
+    out = tmp_path / "littlevgg.tflite"
+    one_line_error(invoke("convert", tmp_path / "littlevgg.keras", "-o", out, "--calibration", faces_npz,
+                          "--samples", 10, "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
+                   "still computes ELU in float", code=4)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["littlevgg.keras"]
