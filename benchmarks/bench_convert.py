@@ -104,7 +104,7 @@ def qat_on_mini_xception(args, work: Path) -> str:
     from edge_fer.datasets import load_labelled
     from edge_fer.evaluate import evaluate_probs
     from edge_fer.metadata import ModelMetadata, embed
-    from edge_fer_convert.converter import ConvertOptions, convert
+    from edge_fer_convert.converter import ConvertOptions, convert, integer_only
     from edge_fer_convert.qat import QatOptions, run_qat
 
     mini = SHARED_MODELS[0][1]
@@ -113,9 +113,10 @@ def qat_on_mini_xception(args, work: Path) -> str:
         output=str(work / "ptq.tflite"), calibration=str(FER / "train"), samples=args.samples,
         validation=str(FER / "privatetest"), labels=SHARED_LABELS, normalization="symmetric", seed=args.seed))
     float_acc = ptq.float_model.scores["accuracy"]
-    rows = [("float (Keras)", "-", float_acc, None, None),
+    rows = [("float (Keras)", "-", float_acc, None, None, "-"),
             (f"PTQ per-channel, {ptq.calibration_samples} calibration faces", "-",
-             ptq.converted.scores["accuracy"], ptq.accuracy_drop_points, time.monotonic() - t0)]
+             ptq.converted.scores["accuracy"], ptq.accuracy_drop_points, time.monotonic() - t0,
+             ptq.verification["integer_only"])]
     meta = ModelMetadata(labels=SHARED_LABELS, color="gray", normalization="symmetric")
     train = load_labelled(FER / "train", size=(64, 64), limit=args.qat_limit, seed=args.seed, classes=SHARED_LABELS)
     val = load_labelled(FER / "privatetest", size=(64, 64), classes=SHARED_LABELS)
@@ -130,12 +131,14 @@ def qat_on_mini_xception(args, work: Path) -> str:
         left = out.plan.unquantized
         rows.append((f"QAT {args.qat_epochs} epoch on {len(train)} train faces, {label}",
                      f"{len(left)} ({', '.join(sorted({n.rstrip('0123456789_') for n in left})) or 'none'})",
-                     acc, round((float_acc - acc) * 100, 2), time.monotonic() - t0))
+                     acc, round((float_acc - acc) * 100, 2), time.monotonic() - t0,
+                     integer_only(out.content)))
     lines = [f"mini-Xception on FER2013 PrivateTest ({ptq.float_model.scores['count']} faces)", "",
-             "| model | layers left float in QAT | accuracy % | drop (points) | wall s |", "|---|---|---|---|---|"]
-    for name, left, acc, drop, secs in rows:
+             "| model | layers left float in QAT | accuracy % | drop (points) | TFLite all-integer | wall s |",
+             "|---|---|---|---|---|---|"]
+    for name, left, acc, drop, secs, integer in rows:
         lines.append(f"| {name} | {left} | {acc * 100:.2f} | {'' if drop is None else f'{drop:+.2f}'} | "
-                     f"{'' if secs is None else f'{secs:.0f}'} |")
+                     f"{integer} | {'' if secs is None else f'{secs:.0f}'} |")
     return "\n".join(lines)
 
 
