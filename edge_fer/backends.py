@@ -107,10 +107,22 @@ INSTALL_HINT = (
 )
 
 
-def available_backends() -> list[str]:
-    """Names of the backends that import here, in preference order."""
+def available_backends(probe: bool = True) -> list[str]:
+    """Names of the backends installed here, in preference order.
+
+    With `probe`, each is imported, so a broken install (tflite-runtime under numpy 2) counts as
+    missing; without, only the presence of the module is checked, which spares a runtime-only
+    listing the seconds TensorFlow takes to import.
+    """
+    import importlib.util
+
     names = []
     for name, cls in BACKENDS.items():
+        if not probe:
+            top = cls.module_name.split(".")[0]
+            if importlib.util.find_spec(top) is not None:
+                names.append(name)
+            continue
         try:
             cls().interpreter_class()
         except Exception:  # noqa: BLE001 - a broken install (e.g. numpy ABI) counts as missing

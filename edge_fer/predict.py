@@ -80,7 +80,8 @@ def draw_faces(frame: np.ndarray, faces: list) -> np.ndarray:
         cv2.rectangle(frame, (x, y), (x + w, y + h), color, thick)
         track = getattr(f, "track_id", None)
         text = (f"#{track} " if track is not None else "") + f"{f.label} {f.score:.2f}"
-        fs = max(0.4, w / 250)
+        # Readable on a small face in a large photo as on a close face in a small frame.
+        fs = max(0.45, w / 250, frame.shape[1] / 2000)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
         ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
         cv2.rectangle(frame, (x, ty - th - 4), (x + tw + 4, ty + base - 2), color, -1)
