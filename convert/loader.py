@@ -26,20 +26,81 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoadedModel:
     model: object
-    """A Keras model (Keras 3 or tf-keras)."""
+    """A Keras model (Keras 3 or tf-keras), or a `SignatureModel` for a plain TF SavedModel."""
     flavor: str
-    """`keras3`, `tf_keras` or `keras3+arch` (weights-only file)."""
+    """`keras3`, `tf_keras`, `keras3+arch` (weights-only file) or `saved_model` (TF graph)."""
     path: Path
+    signature: str | None = None
+    """The serving signature used, for `saved_model`."""
 
 
-def _unknown_layer(exc: Exception) -> str | None:
+class SignatureModel:
+    """A plain TF SavedModel's serving signature behind the few Keras model attributes the
+    converter uses (`inputs`, `outputs`, calling it), so it is checked and scored like Keras."""
+
+    def __init__(self, fn, path: Path, key: str):
+        _, kwargs = fn.structured_input_signature
+        self._fn = fn
+        self._in_names = sorted(kwargs)
+        self.inputs = [kwargs[n] for n in self._in_names]
+        outs = fn.structured_outputs
+        self._out_names = sorted(outs) if isinstance(outs, dict) else None
+        self.outputs = [outs[n] for n in self._out_names] if self._out_names else list(outs)
+        self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+        self.path, self.key = path, key
+
+    def __call__(self, x, training=False):
+        import tensorflow as tf
+
+        x = x[0] if isinstance(x, (list, tuple)) else x
+        spec = self.inputs[0]
+        out = self._fn(**{self._in_names[0]: tf.constant(x, dtype=spec.dtype)})
+        return out[self._out_names[0]] if self._out_names else out
+
+    def count_params(self) -> int:
+        return 0
+
+
+def _load_saved_model(path: Path) -> LoadedModel:
+    tf = tensorflow_module()
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises a variety for damaged graphs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} cannot be loaded as a SavedModel ({first})") from None
+    sigs = dict(getattr(obj, "signatures", {}) or {})
+    if not sigs:
+        raise ModelError(f"{path} is a SavedModel without a serving signature: export it with "
+                         "model.export(DIR) (Keras 3) or tf.saved_model.save(m, DIR, signatures=...)")
+    key = "serving_default" if "serving_default" in sigs else (next(iter(sigs)) if len(sigs) == 1 else None)
+    if key is None:
+        raise ModelError(f"{path} has several signatures ({', '.join(sorted(sigs))}) and none is "
+                         "'serving_default': re-export it with one serving signature")
+    log.info("loaded %s as a TF SavedModel (signature %s)", path, key)
+    # Keep the loaded object alive: the signature's variables belong to it.
+    model = SignatureModel(sigs[key], path, key)
+    model._owner = obj
+    return LoadedModel(model, "saved_model", path, signature=key)
+
+
+def _unknown_object(exc: Exception) -> str | None:
+    """'custom layer 'X'' or 'custom function 'f' (in layer 'conv2d')' from a Keras load error."""
     text = str(exc)
-    for pat in (r"Unknown layer: '?([\w.]+)'?", r"Could not locate class '([\w.]+)'",
-                r"Unknown (?:activation|object|loss|metric) function: '?([\w.]+)'?",
-                r"Unknown (?:activation|object): '?([\w.]+)'?"):
+    where = re.search(r"Error when deserializing class '(\w+)' using config=\{'name': '([\w.]+)'", text)
+    in_layer = f" (in layer {where.group(2)!r}, a {where.group(1)})" if where else ""
+    # Keras 3 and tf-keras phrase it differently; registered names look like 'package>Name'.
+    for pat, kind in ((r"Could not locate class '([\w.>]+)'", "layer"),
+                      (r"Unknown layer: '?([\w.>]+)'?", "layer"),
+                      (r"Could not locate function '([\w.>]+)'", "function"),
+                      (r"Unknown (activation|object|loss|metric)(?: function)?: '?([\w.>]+)'?", None)):
         m = re.search(pat, text)
-        if m:
-            return m.group(1)
+        if not m:
+            continue
+        name = m.group(m.lastindex).split(">")[-1]
+        if name in ("function", "builtins"):
+            continue  # tf-keras names a lost Python function only by its type
+        label = kind or ("function" if m.group(1) == "activation" else m.group(1))
+        return f"custom {label} {name!r}{in_layer if label != 'layer' else ''}"
     return None
 
 
@@ -67,11 +128,17 @@ def load_keras_model(path: str | os.PathLike, arch: str | None = None) -> Loaded
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise InputError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
-        try:
-            return LoadedModel(tf_keras_module().models.load_model(path, compile=False), "tf_keras", path)
-        except Exception as exc:  # noqa: BLE001 - a plain TF SavedModel is not a Keras one
-            log.info("SavedModel is not a Keras model (%s); converting it as a TF graph", exc)
-            return LoadedModel(None, "saved_model", path)
+        if (path / "keras_metadata.pb").exists():
+            try:
+                return LoadedModel(tf_keras_module().models.load_model(path, compile=False), "tf_keras", path)
+            except Exception as exc:  # noqa: BLE001 - fall back to the graph, which may still convert
+                unknown = _unknown_object(exc)
+                if unknown:
+                    log.warning("%s: %s is not known to tf-keras; using the SavedModel's serving "
+                                "signature instead", path, unknown)
+                else:
+                    log.info("Keras SavedModel %s did not load as Keras (%s); using its signature", path, exc)
+        return _load_saved_model(path)
     suffix = path.suffix.lower()
     if suffix not in (".h5", ".hdf5", ".keras"):
         raise InputError(f"{path}: expected a .keras or .h5 file, or a SavedModel folder")
@@ -87,7 +154,7 @@ def load_keras_model(path: str | os.PathLike, arch: str | None = None) -> Loaded
             raise ModelError(f"the weights in {path} do not fit --arch {arch}: {str(exc).splitlines()[0]}") from None
         return LoadedModel(model, "keras3+arch", path)
 
-    errors = []
+    errors, unknown = [], []
     for flavor, mod in (("keras3", keras_module), ("tf_keras", tf_keras_module)):
         if suffix == ".keras" and flavor == "tf_keras":
             break
@@ -96,15 +163,15 @@ def load_keras_model(path: str | os.PathLike, arch: str | None = None) -> Loaded
             log.info("loaded %s with %s", path, flavor)
             return LoadedModel(model, flavor, path)
         except Exception as exc:  # noqa: BLE001 - each Keras raises its own zoo of errors
-            layer = _unknown_layer(exc)
-            if layer:
-                errors.append(f"custom layer or function {layer!r} is not known")
-            else:
-                errors.append(f"{flavor}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
-    if any("custom layer" in e for e in errors):
-        layer_err = next(e for e in errors if "custom layer" in e)
-        raise ModelError(f"{path}: {layer_err}: load it in its own code and save it with built-in layers, "
-                         "or re-create it with a project architecture (--arch)")
+            what = _unknown_object(exc)
+            if what:
+                unknown.append(what)
+            text = str(exc).strip()
+            errors.append(f"{flavor}: {text.splitlines()[0][:200] if text else type(exc).__name__}")
+    if unknown:
+        raise ModelError(f"{path}: {unknown[0]} is not a built-in Keras one, so the model cannot be "
+                         "rebuilt here: load it in the code that defines it and save it with built-in "
+                         "layers, or give the weights with a project architecture (--arch)")
     raise ModelError(f"{path} cannot be loaded by Keras 3 or tf-keras ({'; '.join(errors)})")
 
 
@@ -187,8 +254,6 @@ class KerasClassifier:
     @classmethod
     def load(cls, path, *, labels=None, normalization=None, arch=None, crop_margin=None) -> "KerasClassifier":
         loaded = load_keras_model(path, arch)
-        if loaded.model is None:
-            raise ModelError(f"{path}: a plain TF SavedModel cannot be evaluated as Keras; convert it first")
         _, _, c = image_input_shape(loaded.model, loaded.path)
         meta = model_metadata(loaded.path, labels=labels, normalization=normalization,
                               crop_margin=crop_margin, input_channels=c)

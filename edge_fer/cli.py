@@ -454,7 +454,7 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
                              "try --no-detect for face crops, or a smaller --min-face")
     else:
         ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
-                                        limit=limit), clf.labels)
+                                        limit=limit, classes=clf.labels), clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
     if as_json:
         click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
@@ -512,21 +512,33 @@ def train(output, **kw):
 @cli.command()
 @click.argument("model")
 @click.option("-o", "--output", help="Output .tflite (default: MODEL with .tflite).")
-@click.option("--calibration", help="Representative faces: folder of class subfolders or FER2013 CSV.")
+@click.option("--calibration", help="Representative faces: folder of class subfolders, FER2013 CSV, "
+                                    "or .npz ('images' uint8 NxHxW[xC], optional 'labels' and 'classes').")
 @click.option("--samples", default=300, show_default=True, type=click.IntRange(1),
               help="Calibration images, drawn across classes.")
 @click.option("--validation", help="Labelled faces to compare float and converted accuracy on.")
 @click.option("--validation-limit", type=click.IntRange(1), help="Score a stratified sample of N.")
 @click.option("--quantization", type=click.Choice(["int8", "dynamic", "float16", "none"]),
               default="int8", show_default=True)
+@click.option("--max-drop", type=click.FloatRange(0), metavar="POINTS",
+              help="Largest accepted accuracy loss on --validation; int8 then tries more calibration "
+                   "samples, per-tensor scales and QAT before giving up.")
+@click.option("--qat-epochs", default=1, show_default=True, type=click.IntRange(0),
+              help="Quantization-aware fine-tuning epochs when --max-drop needs them (0: never).")
+@click.option("--qat-data", help="Labelled faces to fine-tune on (default: the calibration data).")
+@click.option("--qat-limit", type=click.IntRange(1), help="Fine-tune on a stratified sample of N.")
 @click.option("--labels", type=LabelsType(),
               help="Comma-separated class names in output order (models without metadata).")
 @click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
               help="Pixel normalization (models without metadata).")
 @click.option("--crop-margin", type=click.FloatRange(0, 1), help="Face-box margin the model expects.")
 @click.option("--arch", help="Architecture for a weights-only .h5.")
-@click.option("--usage", help="With a CSV: the split to use.")
+@click.option("--usage", help="With a CSV: the split for calibration and fine-tuning.")
+@click.option("--validation-usage", help="With a validation CSV: its split (default: --usage).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Confusion matrices PNG (default: beside --report, as REPORT.png).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Sampling and fine-tuning seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
 def convert(model, as_json, **kw):

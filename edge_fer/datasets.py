@@ -1,4 +1,5 @@
-"""Labelled face data: a folder of class subfolders (the FER2013 image export) or the FER2013 CSV.
+"""Labelled face data: a folder of class subfolders (the FER2013 image export), the FER2013 CSV,
+or a NumPy `.npz` archive (arrays a notebook already holds).
 
 Both the runtime (`edge-fer evaluate`) and the host toolchain (training, calibration) read data
 through here, so a model is scored on exactly the pixels it was trained and calibrated on.
@@ -191,22 +192,112 @@ def load_fer_csv(
     return data
 
 
+#: What `load_npz` reads, for error messages and `--help`.
+NPZ_LAYOUT = ("'images': uint8 N x H x W (gray), N x H x W x 1 or N x H x W x 3 (RGB); optional "
+              "'labels': N integers indexing 'classes'; optional 'classes': class names in label order")
+
+
+def _npz_classes(npz, path: Path, classes: Sequence[str] | None) -> list[str] | None:
+    if "classes" in npz.files:
+        names = [str(c) for c in np.asarray(npz["classes"]).ravel()]
+        if not names or len(set(names)) != len(names):
+            raise InputError(f"{path}: 'classes' must hold distinct class names, got {names}")
+        return names
+    return list(classes) if classes is not None else None
+
+
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    size: tuple[int, int] | None = (48, 48),
+    color: str = "gray",
+    limit: int | None = None,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+) -> LabelledImages:
+    """Load faces from a NumPy archive laid out as `NPZ_LAYOUT` describes.
+
+    Without a 'classes' array, 'labels' index `classes` (a model's output order). Without
+    'labels' the faces are unlabelled: fine for calibration, refused for scoring by
+    `remap_labels` (the result has no classes).
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"npz file not found: {path}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable .npz archive ({exc})") from None
+    with npz:
+        if "images" not in npz.files:
+            raise InputError(f"{path} has no 'images' array (found: {', '.join(npz.files) or 'none'}); "
+                             f"expected {NPZ_LAYOUT}")
+        images = npz["images"]
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+            raise InputError(f"{path}: 'images' is {images.dtype} {list(images.shape)}; expected {NPZ_LAYOUT}")
+        if len(images) == 0:
+            raise InputError(f"{path}: 'images' is empty")
+        names = _npz_classes(npz, path, classes)
+        if "labels" in npz.files:
+            labels = np.asarray(npz["labels"])
+            if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+                raise InputError(f"{path}: 'labels' is {labels.dtype} {list(labels.shape)}; expected "
+                                 f"{len(images)} integers, one per image")
+            if names is None:
+                raise InputError(f"{path} has 'labels' but no 'classes' array naming them: add "
+                                 "classes=np.array(['angry', ...]) in label order")
+            if labels.min() < 0 or labels.max() >= len(names):
+                raise InputError(f"{path}: 'labels' run {labels.min()}..{labels.max()} but there are "
+                                 f"{len(names)} classes ({', '.join(names)})")
+        else:
+            # Unlabelled faces: one pseudo-class, so stratified sampling degrades to a plain draw.
+            labels, names = np.zeros(len(images), dtype=np.int64), []
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    keep = np.arange(len(images)) if limit is None else stratified_indices(labels, limit, seed)
+    out = []
+    for img in images[keep]:
+        if color == "gray" and img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        elif color == "rgb" and img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        out.append(_resize(img, size))
+    log.info("loaded %d images from %s", len(out), path)
+    return LabelledImages(np.stack(out), labels[keep].astype(np.int64), names,
+                          [f"npz:{i}" for i in keep])
+
+
 def load_labelled(
     source: str | os.PathLike,
     *,
     usage: str | None = None,
+    classes: Sequence[str] | None = None,
     **kwargs,
 ) -> LabelledImages:
-    """A folder of class subfolders or a FER2013 CSV, by what `source` is."""
+    """A folder of class subfolders, a FER2013 CSV or an `.npz`, by what `source` is.
+
+    `classes` (a model's labels) fixes the label order of folders and names the labels of an
+    `.npz` without its own 'classes'; CSV labels are always the FER2013 order.
+    """
     source = Path(source)
-    if source.suffix.lower() == ".csv":
+    suffix = source.suffix.lower()
+    if usage and suffix != ".csv":
+        log.warning("usage %r applies to the FER2013 CSV only; ignored for %s", usage, source)
+    if suffix == ".csv":
         return load_fer_csv(source, usage=usage, **kwargs)
-    return load_folder(source, **kwargs)
+    if suffix == ".npz":
+        return load_npz(source, classes=classes, **kwargs)
+    return load_folder(source, classes=classes, **kwargs)
 
 
 def remap_labels(data: LabelledImages, classes: Sequence[str]) -> LabelledImages:
     """Express `data`'s labels in another class order (a model's), by name."""
     classes = list(classes)
+    if not data.classes:
+        raise InputError("the data has no labels: scoring and fine-tuning need labelled faces "
+                         "(class subfolders, the FER2013 CSV, or an .npz with 'labels' and 'classes')")
     missing = [c for c in data.classes if c not in classes and np.any(data.labels == data.classes.index(c))]
     if missing:
         raise InputError(_unknown_classes_message(missing, classes))

@@ -40,6 +40,11 @@ def mini_xception() -> Path:
 
 
 @pytest.fixture(scope="session")
+def big_xception() -> Path:
+    return _require(BIG_XCEPTION)
+
+
+@pytest.fixture(scope="session")
 def default_model() -> Path:
     """The shipped default model (committed, so never skipped)."""
     from edge_fer_models import DEFAULT_MODEL
