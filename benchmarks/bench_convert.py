@@ -84,7 +84,8 @@ def table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['model']} | | | | | | failed: {r['error'][:80]} | | | | | | |")
+            reason = r["error"].split(".tflite ", 1)[-1]  # drop the temporary path
+            out.append(f"| {r['model']} | | | | | | failed: {reason[:110]} | | | | | | |")
             continue
         trained = "2017, fully" if r["train_s"] is None else f"{r['train_s']:.0f} s"
         out.append(
