@@ -499,6 +499,13 @@ def train(output, **kw):
     Architectures: edgenet (default), cnn48, cnn96rgb, cnn224rgb, littlevgg, minixception,
     vgg16, efficientnetv2.
     """
+    import os
+
+    if kw["arch"] == "minixception":
+        # oneDNN's strided 1x1 convolution gradient corrupts memory when a layer has few input
+        # channels (mini-Xception's first shortcut has 8) and training aborts; it has to be
+        # switched off before TensorFlow loads. Inference does not use that kernel.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from edge_fer_convert.train import TrainOptions, command_line, train as run_training
 
     if kw["weights"] is None and kw["arch"] in ("vgg16", "efficientnetv2"):
