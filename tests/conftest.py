@@ -63,3 +63,19 @@ def has_tensorflow() -> bool:
 
 
 needs_tf = pytest.mark.skipif(not has_tensorflow(), reason="TensorFlow not installed: pip install '.[convert]'")
+
+
+def assert_one_line_error(result, *needles, code=None) -> str:
+    """A failed command told the user what is wrong in exactly one `edge-fer: error:` line,
+    with no traceback; works for a subprocess result and for click's CliRunner result."""
+    rc = result.returncode if hasattr(result, "returncode") else result.exit_code
+    shown = (getattr(result, "output", "") or "") + result.stderr
+    assert rc != 0, shown[-3000:]
+    if code is not None:
+        assert rc == code, shown[-3000:]
+    assert "Traceback" not in shown, shown[-3000:]
+    err = [ln for ln in result.stderr.splitlines() if ln.startswith("edge-fer: error:")]
+    assert len(err) == 1, result.stderr[-3000:]
+    for n in needles:
+        assert n in err[0], err[0]
+    return err[0]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import assert_one_line_error
 from edge_fer.cli import cli
 
 
@@ -96,46 +97,37 @@ def test_info_names_the_backend_and_input(default_model):
 
 # -- bad input: one line, non-zero exit, no traceback, through the real entry point ----------
 
-def _assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    err = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("edge-fer: error:")]
-    assert len(err) == 1, proc.stderr
-    for n in needles:
-        assert n in err[0], err[0]
-
-
 def test_missing_image(tmp_path, default_model):
-    _assert_one_line_error(run_cli("predict", tmp_path / "nope.jpg", "-m", default_model), "path not found")
+    assert_one_line_error(run_cli("predict", tmp_path / "nope.jpg", "-m", default_model), "path not found")
 
 
 def test_not_an_image_does_not_lose_the_others(tmp_path, images_dir, default_model):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     proc = run_cli("predict", bad, images_dir / "12_angry_men.jpg", "-m", default_model)
-    _assert_one_line_error(proc, "not a readable image", "notes.jpg")
+    assert_one_line_error(proc, "not a readable image", "notes.jpg")
     assert "12_angry_men.jpg:" in proc.stdout, "the good image is still reported"
 
 
 def test_corrupt_model(tmp_path, images_dir):
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"TFL3" * 10)
-    _assert_one_line_error(run_cli("predict", images_dir / "12_angry_men.jpg", "-m", bad), "model.tflite")
+    assert_one_line_error(run_cli("predict", images_dir / "12_angry_men.jpg", "-m", bad), "model.tflite")
 
 
 def test_keras_file_given_to_the_runtime(images_dir, mini_xception):
-    _assert_one_line_error(run_cli("predict", images_dir / "12_angry_men.jpg", "-m", mini_xception),
+    assert_one_line_error(run_cli("predict", images_dir / "12_angry_men.jpg", "-m", mini_xception),
                            "not a .tflite model", "edge-fer convert")
 
 
 def test_missing_model(images_dir, tmp_path):
-    _assert_one_line_error(run_cli("predict", images_dir / "12_angry_men.jpg", "-m", tmp_path / "x.tflite"),
+    assert_one_line_error(run_cli("predict", images_dir / "12_angry_men.jpg", "-m", tmp_path / "x.tflite"),
                            "model not found")
 
 
 def test_empty_data_folder(tmp_path, default_model):
     (tmp_path / "happy").mkdir()
-    _assert_one_line_error(run_cli("evaluate", "--data", tmp_path, "-m", default_model),
+    assert_one_line_error(run_cli("evaluate", "--data", tmp_path, "-m", default_model),
                            "no labelled images")
 
 
@@ -143,7 +135,7 @@ def test_unknown_class_folder(tmp_path, fer_dir, default_model):
     d = tmp_path / "contempt"
     d.mkdir()
     shutil.copy(next((fer_dir / "privatetest" / "happy").iterdir()), d)
-    _assert_one_line_error(run_cli("evaluate", "--data", tmp_path, "-m", default_model),
+    assert_one_line_error(run_cli("evaluate", "--data", tmp_path, "-m", default_model),
                            "contempt", "that the model does not know")
 
 
@@ -161,7 +153,7 @@ def test_model_input_not_an_image(tmp_path, default_model):
     content = tf.lite.TFLiteConverter.from_concrete_functions([m.__call__.get_concrete_function()], m).convert()
     p = tmp_path / "flat.tflite"
     p.write_bytes(content)
-    _assert_one_line_error(run_cli("predict", "x.jpg", "-m", p, "--no-detect"), "not an image")
+    assert_one_line_error(run_cli("predict", "x.jpg", "-m", p, "--no-detect"), "not an image")
 
 
 def test_evaluate_with_the_runtime_detector_on_larger_frames(fer_dir, default_model, tmp_path):

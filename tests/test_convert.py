@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FACE_CLASSIFICATION_LABELS, needs_tf
+from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf
 
 pytestmark = needs_tf
 
@@ -21,16 +21,6 @@ def run_cli(*args, preexec_fn=None, timeout=600):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, preexec_fn=preexec_fn)
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("edge-fer: error:")]
-    assert len(err) == 1, proc.stderr[-3000:]
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -101,28 +91,28 @@ def test_train_convert_evaluate_chain(tmp_path, fer_dir):
 def test_h5_that_is_not_a_model(tmp_path, fer_dir):
     bad = tmp_path / "notes.h5"
     bad.write_text("not hdf5 at all")
-    one_line_error(run_cli("convert", bad, "--calibration", fer_dir / "train"), "not an HDF5 file")
+    assert_one_line_error(run_cli("convert", bad, "--calibration", fer_dir / "train"), "not an HDF5 file")
 
 
 def test_missing_model(tmp_path, fer_dir):
-    one_line_error(run_cli("convert", tmp_path / "gone.h5", "--calibration", fer_dir / "train"),
+    assert_one_line_error(run_cli("convert", tmp_path / "gone.h5", "--calibration", fer_dir / "train"),
                    "model not found")
 
 
 def test_int8_needs_calibration(mini_xception):
-    one_line_error(run_cli("convert", mini_xception), "--calibration")
+    assert_one_line_error(run_cli("convert", mini_xception), "--calibration")
 
 
 def test_empty_calibration_folder(tmp_path, mini_xception):
     (tmp_path / "happy").mkdir()
-    one_line_error(run_cli("convert", mini_xception, "-o", tmp_path / "m.tflite", "--calibration", tmp_path,
+    assert_one_line_error(run_cli("convert", mini_xception, "-o", tmp_path / "m.tflite", "--calibration", tmp_path,
                            "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "symmetric"),
                    "no labelled images")
     assert not (tmp_path / "m.tflite").exists()
 
 
 def test_missing_metadata_options(tmp_path, mini_xception, fer_dir):
-    one_line_error(run_cli("convert", mini_xception, "-o", tmp_path / "m.tflite",
+    assert_one_line_error(run_cli("convert", mini_xception, "-o", tmp_path / "m.tflite",
                            "--calibration", fer_dir / "train"), "--labels", "--normalization")
 
 
@@ -147,7 +137,7 @@ def odd_models(tmp_path):
 
 @pytest.mark.parametrize("kind, needle", [("two_outputs", "2 outputs"), ("vector_input", "not an image")])
 def test_models_that_do_not_fit(odd_models, kind, needle, fer_dir):
-    one_line_error(run_cli("convert", odd_models[kind], "--calibration", fer_dir / "train",
+    assert_one_line_error(run_cli("convert", odd_models[kind], "--calibration", fer_dir / "train",
                            "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "unit"), needle)
 
 
@@ -163,7 +153,7 @@ def test_disk_full_leaves_no_partial_file(tmp_path, mini_xception, fer_dir):
     proc = run_cli("convert", mini_xception, "-o", out, "--calibration", fer_dir / "train",
                    "--samples", 20, "--labels", FACE_CLASSIFICATION_LABELS,
                    "--normalization", "symmetric", preexec_fn=small_disk)
-    one_line_error(proc, "File too large")
+    assert_one_line_error(proc, "File too large")
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == [], "nothing half-written is left"
 
@@ -194,5 +184,5 @@ def test_output_may_not_overwrite_input(tmp_path, fer_dir):
 
     src = tmp_path / "m.h5"
     shutil.copy(MINI_XCEPTION, src)
-    one_line_error(run_cli("convert", src, "-o", src, "--calibration", fer_dir / "train"), "overwrite")
+    assert_one_line_error(run_cli("convert", src, "-o", src, "--calibration", fer_dir / "train"), "overwrite")
     assert src.stat().st_size == MINI_XCEPTION.stat().st_size

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import FACE_CLASSIFICATION_LABELS, needs_tf
+from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf
 
 pytestmark = needs_tf
 
@@ -26,18 +26,6 @@ def invoke(*args):
     from edge_fer.cli import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result, *needles, code=None):
-    assert result.exit_code != 0, result.output
-    if code is not None:
-        assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output, result.output[-3000:]
-    err = [ln for ln in result.stderr.splitlines() if ln.startswith("edge-fer: error:")]
-    assert len(err) == 1, result.stderr[-3000:]
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +173,7 @@ def test_custom_layer_in_keras3_file_is_named(tmp_path):
     model = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x))
     for name in ("custom.keras", "custom.h5"):
         model.save(tmp_path / name)
-        one_line_error(invoke("convert", tmp_path / name, "--quantization", "none", "--labels",
+        assert_one_line_error(invoke("convert", tmp_path / name, "--quantization", "none", "--labels",
                               FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                        "custom layer 'FaceScale'", code=4)
 
@@ -200,7 +188,7 @@ def test_custom_activation_in_legacy_h5_is_named(tmp_path):
     x = tf_keras.layers.Conv2D(4, 3, activation=squashed_relu, name="features")(inp)
     x = tf_keras.layers.GlobalAveragePooling2D()(x)
     tf_keras.Model(inp, tf_keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / "act.h5")
-    one_line_error(invoke("convert", tmp_path / "act.h5", "--quantization", "none", "--labels",
+    assert_one_line_error(invoke("convert", tmp_path / "act.h5", "--quantization", "none", "--labels",
                           FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                    "custom function 'squashed_relu'", "'features'", code=4)
 
@@ -220,7 +208,7 @@ def test_npz_with_the_wrong_arrays(tmp_path, model_files, arrays, needle):
     bad = tmp_path / "bad.npz"
     np.savez(bad, **arrays)
     model, _ = model_files["keras3 .keras"]
-    one_line_error(invoke("convert", model, "-o", tmp_path / "m.tflite", "--calibration", bad,
+    assert_one_line_error(invoke("convert", model, "-o", tmp_path / "m.tflite", "--calibration", bad,
                           "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                    needle, code=3)
     assert not (tmp_path / "m.tflite").exists()
@@ -230,7 +218,7 @@ def test_csv_without_the_fer2013_columns(tmp_path, model_files):
     bad = tmp_path / "faces.csv"
     bad.write_text("label,image\n3,0 0 0 0\n")
     model, _ = model_files["keras3 .keras"]
-    one_line_error(invoke("convert", model, "--calibration", bad, "--labels", FACE_CLASSIFICATION_LABELS,
+    assert_one_line_error(invoke("convert", model, "--calibration", bad, "--labels", FACE_CLASSIFICATION_LABELS,
                           "--normalization", "unit"), "'emotion' and 'pixels' columns", code=3)
 
 
@@ -242,7 +230,7 @@ def test_calibration_classes_the_model_does_not_have(tmp_path, model_files, fer_
         for p in sorted((fer_dir / "publictest" / "happy").iterdir())[:3]:
             shutil.copy(p, tmp_path / "cal" / cls)
     model, _ = model_files["keras3 .keras"]
-    one_line_error(invoke("convert", model, "-o", tmp_path / "m.tflite", "--calibration", tmp_path / "cal",
+    assert_one_line_error(invoke("convert", model, "-o", tmp_path / "m.tflite", "--calibration", tmp_path / "cal",
                           "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                    "contempt", "does not know", code=3)
     assert not (tmp_path / "m.tflite").exists()
@@ -254,14 +242,14 @@ def test_unlabelled_npz_calibrates_but_cannot_validate(tmp_path, model_files, fa
     model, _ = model_files["keras3 .keras"]
     report = _convert(model, tmp_path, calibration=str(unlabelled))
     assert report.calibration_samples == 20
-    one_line_error(invoke("convert", model, "-o", tmp_path / "v.tflite", "--calibration", unlabelled,
+    assert_one_line_error(invoke("convert", model, "-o", tmp_path / "v.tflite", "--calibration", unlabelled,
                           "--validation", unlabelled, "--labels", FACE_CLASSIFICATION_LABELS,
                           "--normalization", "unit"), "no labels", code=3)
 
 
 def test_max_drop_needs_validation(model_files, faces_npz):
     model, _ = model_files["keras3 .keras"]
-    one_line_error(invoke("convert", model, "--calibration", faces_npz, "--max-drop", 1,
+    assert_one_line_error(invoke("convert", model, "--calibration", faces_npz, "--max-drop", 1,
                           "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                    "--max-drop needs --validation", code=2)
 
@@ -272,7 +260,7 @@ def test_plain_saved_model_without_a_signature(tmp_path):
     module = tf.Module()
     module.v = tf.Variable(1.0)
     tf.saved_model.save(module, str(tmp_path / "nosig"))
-    one_line_error(invoke("convert", tmp_path / "nosig", "--quantization", "none", "--labels",
+    assert_one_line_error(invoke("convert", tmp_path / "nosig", "--quantization", "none", "--labels",
                           FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                    "without a serving signature", code=4)
 
@@ -318,7 +306,7 @@ def test_an_op_the_converter_leaves_float_is_named(tmp_path, faces_npz):
 
     get_architecture("littlevgg").build(7).save(tmp_path / "littlevgg.keras")
     out = tmp_path / "littlevgg.tflite"
-    one_line_error(invoke("convert", tmp_path / "littlevgg.keras", "-o", out, "--calibration", faces_npz,
+    assert_one_line_error(invoke("convert", tmp_path / "littlevgg.keras", "-o", out, "--calibration", faces_npz,
                           "--samples", 10, "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "unit"),
                    "still computes ELU in float", code=4)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["littlevgg.keras"]
