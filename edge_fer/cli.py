@@ -422,10 +422,12 @@ def _one_source(ctx, camera, source):
 @click.option("--detect/--no-detect", default=False, show_default=True,
               help="Find the face with the detector first (larger images), or take each image "
                    "as a face crop (FER2013).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also draw the confusion matrix to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
-             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, as_json):
+             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, plot, as_json):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
@@ -456,6 +458,15 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
                                         limit=limit, classes=clf.labels), clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
+    if plot:
+        from pathlib import Path
+
+        from edge_fer_convert.converter import write_atomically
+        from edge_fer_convert.plots import confusion_png
+
+        name = Path(path).name + (" + mirror" if tta else "")
+        write_atomically(Path(plot), confusion_png([(name, scores.to_dict())],
+                                                   title=f"{Path(data).name}, {scores.count} faces"))
     if as_json:
         click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
     else:
@@ -496,8 +507,8 @@ def _is_dir(path: str) -> bool:
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.
 
-    Architectures: edgenet (default), cnn48, cnn96rgb, cnn224rgb, littlevgg, minixception,
-    vgg16, efficientnetv2.
+    Architectures: edgenet (default), edgenet-l, cnn48, cnn96rgb, cnn224rgb, littlevgg,
+    minixception, vgg16, efficientnetv2.
     """
     import os
 
@@ -514,6 +525,28 @@ def train(output, **kw):
     result = run_training(TrainOptions(**kw), output, command=command_line())
     click.echo(f"wrote {result.output}: best validation accuracy {result.best_val_accuracy:.4f} "
                f"at epoch {result.best_epoch} ({result.params} params, {result.seconds:.0f} s)")
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Output .keras (metadata goes to OUT.json).")
+@click.option("--val", help="Labelled faces to score the members on (and to balance on).")
+@click.option("--usage", help="With a CSV --val: its split.")
+@click.option("--balance", is_flag=True,
+              help="Add per-class logit offsets, chosen on --val, that maximise the mean of "
+                   "accuracy and macro recall.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def ensemble(models, output, val, usage, balance, as_json):
+    """Average trained Keras models into one model, to convert like any other."""
+    import json
+
+    from edge_fer_convert.ensemble import EnsembleOptions, build_ensemble
+    from edge_fer_convert.train import command_line
+
+    report = build_ensemble(list(models), output, EnsembleOptions(val=val, usage=usage, balance=balance),
+                            command=command_line())
+    click.echo(json.dumps(report.to_dict()) if as_json else report.table())
 
 
 @cli.command()

@@ -88,6 +88,19 @@ def test_evaluate_table(fer_dir, default_model):
     assert "accuracy:" in r.output and "macro recall" in r.output and "confusion" in r.output
 
 
+def test_evaluate_draws_the_confusion_matrix(fer_dir, default_model, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib: pip install '.[convert]'")
+    png = tmp_path / "sub" / "confusion.png"
+    r = invoke("evaluate", "--data", fer_dir / "publictest", "--limit", 100, "-m", default_model,
+               "--plot", png)
+    assert r.exit_code == 0, r.output
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 200 and img.shape[1] > 200
+    # A row-normalised matrix in blues: some cells are dark (the diagonal), most are light.
+    blue = (img[..., 0].astype(int) - img[..., 2].astype(int)) > 60
+    assert 0.02 < blue.mean() < 0.6
+
+
 def test_info_names_the_backend_and_input(default_model):
     r = invoke("info", "-m", default_model)
     assert r.exit_code == 0, r.output
