@@ -27,7 +27,8 @@ from edge_fer.evaluate import evaluate_probs  # noqa: E402
 
 #: Published single-model results on FER2013 PrivateTest, for orientation (not measured here).
 PUBLISHED = [
-    ("VGGNet (Khaireddin & Chen 2021), published", "73.28", "~143 M params", "-"),
+    ("VGGNet (Khaireddin & Chen 2021, arXiv 2105.03588), published", "73.28", "VGG-size float", "-"),
+    ("mini-Xception (Arriaga et al. 2017, arXiv 1710.07557), published", "66", "58 k params float", "-"),
     ("ensembles, published", "75-76", "several nets", "-"),
     ("human agreement, published", "~65", "-", "-"),
 ]
@@ -50,22 +51,27 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared/datasets/fer2013/privatetest"))
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=300)
+    ap.add_argument("--tta", action="store_true", help="also score and time each model with "
+                                                       "test-time flip averaging (--tta at run time)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     models = [Path(m) for m in args.models] or sorted((REPO / "models").glob("*.tflite"))
     rows = []
     for path in models:
-        clf = EmotionClassifier(path, ClassifierOptions(num_threads=1))
-        data = remap_labels(load_folder(args.data, size=clf.input_size, color=clf.color,
-                                        limit=args.limit), clf.labels)
-        s = evaluate_probs(lambda x: clf.predict_proba(list(x)), data)
-        rows.append({
-            "model": path.name, "accuracy": round(s.accuracy, 4), "macro_recall": round(s.macro_recall, 4),
-            "size_kib": round(path.stat().st_size / 1024, 1),
-            "ms_per_face_1_thread": round(latency_ms(clf, data.images[0], args.repeat), 3),
-            "input": f"{clf.input_size[0]}x{clf.input_size[1]} {clf.color} {clf.input.dtype}",
-            "faces": s.count,
-        })
+        for tta in (False, True) if args.tta else (False,):
+            clf = EmotionClassifier(path, ClassifierOptions(num_threads=1, flip_tta=tta))
+            data = remap_labels(load_folder(args.data, size=clf.input_size, color=clf.color,
+                                            limit=args.limit), clf.labels)
+            s = evaluate_probs(lambda x: clf.predict_proba(list(x)), data)
+            rows.append({
+                "model": path.name + (" --tta" if tta else ""), "accuracy": round(s.accuracy, 4),
+                "macro_recall": round(s.macro_recall, 4),
+                "size_kib": round(path.stat().st_size / 1024, 1),
+                "ms_per_face_1_thread": round(latency_ms(clf, data.images[0], args.repeat), 3),
+                "input": f"{clf.input_size[0]}x{clf.input_size[1]} {clf.color} {clf.input.dtype}",
+                "faces": s.count,
+                "per_class_recall": {k: round(v, 3) for k, v in s.per_class_recall.items()},
+            })
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
