@@ -277,11 +277,20 @@ def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: 
                          f"{msg[0] if msg else type(exc).__name__}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file; nothing is left behind on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; a model is read by other users (a kiosk service's own
+        # account), so give it the mode a plain open() would, under the caller's umask.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

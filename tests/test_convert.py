@@ -177,6 +177,18 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
 
 
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    """Not mkstemp's 0600: a kiosk service reads the model under its own account."""
+    from edge_fer_convert.converter import write_atomically
+
+    old = os.umask(0o027)
+    try:
+        write_atomically(tmp_path / "a.tflite", b"model")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.tflite").stat().st_mode & 0o777 == 0o640
+
+
 def test_output_may_not_overwrite_input(tmp_path, fer_dir):
     import shutil
 
