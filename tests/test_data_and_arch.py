@@ -56,14 +56,14 @@ def test_folder_not_found(tmp_path):
 def test_every_architecture_builds_with_its_declared_input():
     from edge_fer_convert.architectures import ARCHITECTURES
 
-    assert {"edgenet", "cnn48", "cnn96rgb", "cnn224rgb", "littlevgg", "minixception", "vgg16",
+    assert {"edgenet", "edgenet-l", "cnn48", "cnn96rgb", "cnn224rgb", "littlevgg", "minixception", "vgg16",
             "efficientnetv2"} <= set(ARCHITECTURES)
     for name, arch in ARCHITECTURES.items():
         model = arch.build(7)
         channels = 1 if arch.spec.color == "gray" else 3
         assert tuple(model.input_shape) == (None, arch.spec.size, arch.spec.size, channels), name
         assert tuple(model.output_shape) == (None, 7), name
-        if name in ("edgenet", "minixception", "cnn48", "littlevgg"):
+        if name in ("edgenet", "edgenet-l", "minixception", "cnn48", "littlevgg"):
             x = np.random.default_rng(0).uniform(-1, 1, (2, arch.spec.size, arch.spec.size, channels))
             p = np.asarray(model(x.astype("float32"), training=False))
             np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
@@ -75,3 +75,21 @@ def test_edgenet_fits_the_size_budget():
 
     # At most 1 MB as INT8 means well under a million parameters.
     assert get_architecture("edgenet").build(7).count_params() < 1_000_000
+
+
+@needs_tf
+def test_edgenet_l_spends_its_channels_on_the_small_stages():
+    """edgenet-l's budget (issue 6): under 2 MB as INT8, and the 48 px stage no wider than
+    edgenet's, so the extra capacity costs parameters rather than multiply-adds."""
+    from edge_fer_convert.architectures import get_architecture
+
+    small = get_architecture("edgenet").build(7)
+    large = get_architecture("edgenet-l").build(7)
+    assert 1_000_000 < large.count_params() < 1_900_000
+
+    def conv_filters(model):
+        return [layer.filters for layer in model.layers
+                if type(layer).__name__ == "Conv2D" and layer.kernel_size == (3, 3)]
+
+    assert conv_filters(small) == [16, 16, 32, 32, 64, 64, 128, 128]
+    assert conv_filters(large) == [16, 16, 32, 32, 128, 128, 256, 256]
