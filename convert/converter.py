@@ -203,7 +203,8 @@ class ConvertReport:
             rows.append(f"attempts{limit}: " + "; ".join(a["summary"] for a in self.attempts))
         if self.qat and self.qat.get("plan", {}).get("unquantized"):
             rows.append(f"QAT left float: {', '.join(self.qat['plan']['unquantized'])}")
-        rows.append(f"top-1 agreement with float: {self.agreement['top1'] * 100:.2f} %   "
+        rows.append(f"on {self.agreement['samples']} probe faces: top-1 agreement with float "
+                    f"{self.agreement['top1'] * 100:.2f} %   "
                     f"mean |dp|: {self.agreement['mean_abs_prob_diff']:.4f} "
                     f"(tolerance {self.verification['tolerance']})   "
                     f"max |dp|: {self.agreement['max_abs_prob_diff']:.4f}")

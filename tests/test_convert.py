@@ -49,6 +49,7 @@ def test_mini_xception_converts_to_full_int8_within_one_point(converted_mini):
     assert report["converted"]["size_bytes"] < report["float_model"]["size_bytes"] / 4
     assert report["calibration_samples"] == 200
     assert "accuracy %" in stdout and "sha256" in stdout
+    assert f"on {report['agreement']['samples']} probe faces: top-1 agreement" in stdout
 
 
 def test_converted_model_carries_its_metadata(converted_mini, images_dir):
