@@ -58,10 +58,12 @@ def main(argv=None) -> int:
     models = [Path(m) for m in args.models] or sorted((REPO / "models").glob("*.tflite"))
     rows = []
     for path in models:
+        data = None
         for tta in (False, True) if args.tta else (False,):
             clf = EmotionClassifier(path, ClassifierOptions(num_threads=1, flip_tta=tta))
-            data = remap_labels(load_folder(args.data, size=clf.input_size, color=clf.color,
-                                            limit=args.limit), clf.labels)
+            if data is None:
+                data = remap_labels(load_folder(args.data, size=clf.input_size, color=clf.color,
+                                                limit=args.limit), clf.labels)
             s = evaluate_probs(lambda x: clf.predict_proba(list(x)), data)
             rows.append({
                 "model": path.name + (" --tta" if tta else ""), "accuracy": round(s.accuracy, 4),

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_fer.datasets import load_folder, remap_labels  # noqa: E402
 from edge_fer.evaluate import score  # noqa: E402
-from edge_fer_convert.ensemble import _predict, choose_offsets, shifted  # noqa: E402
+from edge_fer_convert.ensemble import choose_offsets, predict_all, shifted  # noqa: E402
 from edge_fer_convert.loader import KerasClassifier  # noqa: E402
 
 
@@ -33,17 +33,21 @@ def main(argv=None) -> int:
     ap.add_argument("models", nargs="+", help="Keras models with edge-fer metadata")
     ap.add_argument("--data", default=str(REPO.parent / "shared/datasets/fer2013/publictest"))
     args = ap.parse_args(argv)
-    probs, y, labels = [], None, None
+    probs, y, labels, loaded = [], None, None, {}
     for p in args.models:
         clf = KerasClassifier.load(p)
-        data = remap_labels(load_folder(args.data, size=clf.input_size, color=clf.color), clf.labels)
         if labels is not None and clf.labels != labels:
             print(f"{p}: its labels differ from {args.models[0]}'s", file=sys.stderr)
             return 2
+        key = (clf.input_size, clf.color)
+        if key not in loaded:
+            loaded[key] = remap_labels(load_folder(args.data, size=clf.input_size, color=clf.color),
+                                       clf.labels)
+        data = loaded[key]
         y, labels = data.labels, clf.labels
         cache = Path(f"{p}.{Path(args.data).name}.npy")
         if not cache.exists():
-            np.save(cache, _predict(clf, data.images))
+            np.save(cache, predict_all(clf, data.images))
         probs.append(np.load(cache))
     probs = np.stack(probs)
     halves = [np.arange(len(y)) % 2 == k for k in (0, 1)]

@@ -88,10 +88,9 @@ def shifted(probs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=-1, keepdims=True)
 
 
-def _objective(probs_m: np.ndarray, y: np.ndarray, offsets: np.ndarray, n: int) -> float:
-    pred = shifted(probs_m, offsets).mean(axis=0).argmax(axis=1)
-    recalls = [np.mean(pred[y == c] == c) for c in range(n) if np.any(y == c)]
-    return (float(np.mean(pred == y)) + float(np.mean(recalls))) / 2
+def _objective(probs_m: np.ndarray, y: np.ndarray, offsets: np.ndarray) -> float:
+    s = _scores(shifted(probs_m, offsets).mean(axis=0), y, [str(c) for c in range(len(offsets))])
+    return (s.accuracy + s.macro_recall) / 2
 
 
 def choose_offsets(probs_m: np.ndarray, y: np.ndarray, passes: int = 3) -> np.ndarray:
@@ -101,16 +100,16 @@ def choose_offsets(probs_m: np.ndarray, y: np.ndarray, passes: int = 3) -> np.nd
     `OFFSET_GRID`, deterministic; offsets are relative, so class 0 stays at 0."""
     n = probs_m.shape[-1]
     offsets = np.zeros(n)
-    best = _objective(probs_m, y, offsets, n)
+    best = _objective(probs_m, y, offsets)
     for _ in range(passes):
         improved = False
         for c in range(1, n):
             for v in OFFSET_GRID:
                 trial = offsets.copy()
                 trial[c] = v
-                score = _objective(probs_m, y, trial, n)
-                if score > best + 1e-9:
-                    best, offsets, improved = score, trial, True
+                value = _objective(probs_m, y, trial)
+                if value > best + 1e-9:
+                    best, offsets, improved = value, trial, True
         if not improved:
             break
     return offsets
@@ -145,15 +144,15 @@ def build_ensemble(members: list[str], output: str | os.PathLike, options: Ensem
     if options.val:
         data = remap_labels(load_labelled(options.val, usage=options.usage, size=first.input_size,
                                           color=first.color, classes=first.labels), first.labels)
-        probs_m = np.stack([_predict(c, data.images) for c in clfs])
+        probs_m = np.stack([predict_all(c, data.images) for c in clfs])
         y = data.labels
-        report.member_scores = [_brief(_scores(p, y, first.labels)) for p in probs_m]
-        report.mean_scores = _brief(_scores(probs_m.mean(axis=0), y, first.labels))
+        report.member_scores = [_scores(p, y, first.labels).to_dict() for p in probs_m]
+        report.mean_scores = _scores(probs_m.mean(axis=0), y, first.labels).to_dict()
         if options.balance:
             offsets = choose_offsets(probs_m, y, options.passes)
             report.offsets = {l: round(float(o), 2) + 0.0 for l, o in zip(first.labels, offsets)}
-            report.balanced_scores = _brief(_scores(shifted(probs_m, offsets).mean(axis=0), y,
-                                                    first.labels))
+            report.balanced_scores = _scores(shifted(probs_m, offsets).mean(axis=0), y,
+                                             first.labels).to_dict()
     model = _combine([c.model for c in clfs], members, offsets)
     meta = ModelMetadata(
         labels=list(first.labels), color=first.color, normalization=first.metadata.normalization,
@@ -175,14 +174,11 @@ def build_ensemble(members: list[str], output: str | os.PathLike, options: Ensem
     return report
 
 
-def _predict(clf, images: np.ndarray, batch: int = 512) -> np.ndarray:
+def predict_all(clf, images: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Probabilities for every image, `batch` at a time (a whole split at once is gigabytes of
+    activations for a Keras model)."""
     return np.concatenate([clf.predict_proba(list(images[i:i + batch]))
                            for i in range(0, len(images), batch)])
-
-
-def _brief(s: Scores) -> dict:
-    return {"accuracy": round(s.accuracy, 4), "macro_recall": round(s.macro_recall, 4),
-            "per_class_recall": {k: round(v, 4) for k, v in s.per_class_recall.items()}}
 
 
 def _scores(probs: np.ndarray, y: np.ndarray, labels: list[str]) -> Scores:
