@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"| model | accuracy % | macro recall | size | ms/face (1 thread) | input |")
+    print("| model | accuracy % | macro recall | size | ms/face (1 thread) | input |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['accuracy'] * 100:.2f} | {r['macro_recall']:.3f} | "

@@ -32,8 +32,9 @@ import numpy as np
 
 from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.datasets import LabelledImages, load_labelled, remap_labels, stratified_indices
-from edge_fer.errors import EdgeFerError, InputError, ModelError, UsageError
+from edge_fer.errors import InputError, ModelError, UsageError
 from edge_fer.evaluate import Scores, evaluate_probs
+from edge_fer.files import write_atomically
 from edge_fer.metadata import ModelMetadata, embed
 from edge_fer_convert.keras_env import tensorflow_module
 from edge_fer_convert.loader import (KerasClassifier, image_input_shape, keras_sidecar,
@@ -276,33 +277,6 @@ def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: 
         msg = str(exc).strip().splitlines()
         raise ModelError(f"the TFLite converter failed on {loaded.path}: "
                          f"{msg[0] if msg else type(exc).__name__}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file; nothing is left behind on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        # mkstemp creates the file 0600; a model is read by other users (a kiosk service's own
-        # account), so give it the mode a plain open() would, under the caller's umask.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def float_ops(model_content: bytes) -> list[str]:

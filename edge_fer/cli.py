@@ -270,9 +270,19 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
         if out_dir:
             import cv2
 
+            from edge_fer.files import write_atomically
+
             target = out_dir / (path.stem + "_annotated" + (path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"))
-            if not cv2.imwrite(str(target), draw_faces(frame, faces)):
-                raise InputError(f"cannot write {target}")
+            # Encode in memory and replace atomically: a full disk must not leave a truncated
+            # image that looks like a result.
+            ok, buf = cv2.imencode(target.suffix, draw_faces(frame, faces))
+            if not ok:
+                raise InputError(f"cannot encode {target}")
+            try:
+                write_atomically(target, buf.tobytes())
+            except OSError as exc:
+                # The write's own error names the temporary file; the user wants the target.
+                raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
     if failures:
         sys.exit(3)
 
@@ -461,7 +471,7 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
     if plot:
         from pathlib import Path
 
-        from edge_fer_convert.converter import write_atomically
+        from edge_fer.files import write_atomically
         from edge_fer_convert.plots import confusion_png
 
         name = Path(path).name + (" + mirror" if tta else "")

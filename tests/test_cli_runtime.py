@@ -59,6 +59,26 @@ def test_predict_folder_recurses_and_annotates(images_dir, default_model, tmp_pa
     assert np.mean(np.abs(annotated.astype(int) - original.astype(int))) > 0.5, "boxes were drawn"
 
 
+def test_annotate_on_a_full_disk_leaves_no_partial_image(images_dir, default_model, tmp_path):
+    """A group photo's annotated copy (~140 kB) cannot fit under a 20 kB write cap, as on a
+    full disk: one line naming the target, a non-zero exit, and no truncated JPEG left behind
+    that would pass for a result."""
+    import resource
+    import signal
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "edge_fer", "predict", str(images_dir / "12_angry_men.jpg"),
+                           "--annotate", str(out), "-m", str(default_model)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=small_disk)
+    assert_one_line_error(proc, "File too large", "12_angry_men_annotated.jpg", code=7)
+    assert list(out.iterdir()) == []
+
+
 def test_predict_no_detect_on_face_crops(fer_dir, default_model):
     happy = sorted((fer_dir / "privatetest" / "happy").iterdir())[:20]
     r = invoke("predict", *happy, "--no-detect", "--json", "-m", default_model)

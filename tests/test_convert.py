@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf
@@ -157,37 +156,6 @@ def test_disk_full_leaves_no_partial_file(tmp_path, mini_xception, fer_dir):
     assert_one_line_error(proc, "File too large")
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == [], "nothing half-written is left"
-
-
-def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path):
-    """The writer itself, under the same limit: the old output survives, no temp file remains."""
-    from edge_fer_convert.converter import write_atomically
-
-    target = tmp_path / "model.tflite"
-    target.write_bytes(b"previous model")
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
-    try:
-        with pytest.raises(OSError):
-            write_atomically(target, b"x" * 100_000)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old_handler)
-    assert target.read_bytes() == b"previous model"
-    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
-
-
-def test_atomic_write_gives_the_mode_open_would(tmp_path):
-    """Not mkstemp's 0600: a kiosk service reads the model under its own account."""
-    from edge_fer_convert.converter import write_atomically
-
-    old = os.umask(0o027)
-    try:
-        write_atomically(tmp_path / "a.tflite", b"model")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "a.tflite").stat().st_mode & 0o777 == 0o640
 
 
 def test_output_may_not_overwrite_input(tmp_path, fer_dir):
