@@ -241,6 +241,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     from pathlib import Path
 
     from edge_fer.errors import InputError
+    from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
     from edge_fer.predict import FacePredictor, ImageResult, draw_faces
 
@@ -270,19 +271,13 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
         if out_dir:
             import cv2
 
-            from edge_fer.files import write_atomically
-
             target = out_dir / (path.stem + "_annotated" + (path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"))
             # Encode in memory and replace atomically: a full disk must not leave a truncated
             # image that looks like a result.
             ok, buf = cv2.imencode(target.suffix, draw_faces(frame, faces))
             if not ok:
                 raise InputError(f"cannot encode {target}")
-            try:
-                write_atomically(target, buf.tobytes())
-            except OSError as exc:
-                # The write's own error names the temporary file; the user wants the target.
-                raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+            write_atomically(target, buf.tobytes())
     if failures:
         sys.exit(3)
 

@@ -17,12 +17,14 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file; nothing is left behind on failure.
 
     An existing `path` is replaced only once the new content is on disk, so a failed write
-    keeps the previous file intact.
+    keeps the previous file intact. An `OSError` names `path`: the temporary file it happened
+    on means nothing to the user.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
         # mkstemp creates the file 0600; a model is read by other users (a kiosk service's own
         # account), so give it the mode a plain open() would, under the caller's umask.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -31,9 +33,12 @@ def write_atomically(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise

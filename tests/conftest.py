@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,10 @@ def assert_one_line_error(result, *needles, code=None) -> str:
     for n in needles:
         assert n in err[0], err[0]
     return err[0]
+
+
+def small_disk(limit: int = 20_000) -> None:
+    """`preexec_fn` for a subprocess whose file writes fail past `limit` bytes, as on a full
+    disk; SIGXFSZ is ignored so the write returns EFBIG instead of killing the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, small_disk
 from edge_fer.cli import cli
 
 
-def run_cli(*args, env=None):
+def run_cli(*args, env=None, preexec_fn=None):
     """The real entry point in a subprocess: exit code and both streams, as a user sees them."""
     return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+                          text=True, timeout=120, env={**os.environ, **(env or {})},
+                          preexec_fn=preexec_fn)
 
 
 def invoke(*args):
@@ -63,18 +64,10 @@ def test_annotate_on_a_full_disk_leaves_no_partial_image(images_dir, default_mod
     """A group photo's annotated copy (~140 kB) cannot fit under a 20 kB write cap, as on a
     full disk: one line naming the target, a non-zero exit, and no truncated JPEG left behind
     that would pass for a result."""
-    import resource
-    import signal
-
-    def small_disk():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "edge_fer", "predict", str(images_dir / "12_angry_men.jpg"),
-                           "--annotate", str(out), "-m", str(default_model)],
-                          capture_output=True, text=True, timeout=120, preexec_fn=small_disk)
+    proc = run_cli("predict", images_dir / "12_angry_men.jpg", "--annotate", out, "-m", default_model,
+                   preexec_fn=small_disk)
     assert_one_line_error(proc, "File too large", "12_angry_men_annotated.jpg", code=7)
     assert list(out.iterdir()) == []
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf
+from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf, small_disk
 
 pytestmark = needs_tf
 
@@ -142,14 +140,8 @@ def test_models_that_do_not_fit(odd_models, kind, needle, fer_dir):
 
 
 def test_disk_full_leaves_no_partial_file(tmp_path, mini_xception, fer_dir):
+    # The model is ~100 KiB: small_disk caps file writes at 20 KiB so the write fails part-way.
     out = tmp_path / "full" / "mini.tflite"
-
-    def small_disk():
-        # The model is ~100 KiB: cap file writes at 20 KiB so the write fails part-way, as on a
-        # full disk; ignore SIGXFSZ so the write returns EFBIG instead of killing the process.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
     proc = run_cli("convert", mini_xception, "-o", out, "--calibration", fer_dir / "train",
                    "--samples", 20, "--labels", FACE_CLASSIFICATION_LABELS,
                    "--normalization", "symmetric", preexec_fn=small_disk)

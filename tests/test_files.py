@@ -19,11 +19,12 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path):
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as err:
             write_atomically(target, b"x" * 100_000)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
+    assert err.value.filename == str(target), "the error names the target, not the temp file"
     assert target.read_bytes() == b"previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
 
