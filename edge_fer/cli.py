@@ -343,7 +343,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
 
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
-    from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
+    from edge_fer.sinks.jsonlines import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
                                          format_summary, gui_problem)
 
     camera, source = _one_source(click.get_current_context(), camera, source)
@@ -357,7 +357,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
         server = None
         if serve:
-            from edge_fer.server import ServerOptions, ServerSink
+            from edge_fer.sinks.server import ServerOptions, ServerSink
 
             server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
             sinks.append(server)
@@ -365,7 +365,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
             log.warning("--token has no effect without --serve")
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
-            from edge_fer.service import ServiceMonitor, SystemdNotifier
+            from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
 
             monitor = ServiceMonitor(SystemdNotifier()).start()
             cleanup.callback(monitor.close)

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from clips import FakePicamera2, make_clip
-from edge_fer.server import ServerOptions, ServerSink
+from edge_fer.sinks.server import ServerOptions, ServerSink
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium (the dev extra)")
 from selenium import webdriver  # noqa: E402

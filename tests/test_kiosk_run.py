@@ -241,7 +241,7 @@ def test_watchdog_pings_stop_while_the_camera_stalls(clip, default_model, short_
     from edge_fer.classifier import EmotionClassifier
     from edge_fer.detector import DetectorOptions, HaarFaceDetector
     from edge_fer.pipeline import PiCameraSource, Pipeline
-    from edge_fer.service import ServiceMonitor, SystemdNotifier
+    from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
 
     with NotifySocket(short_dir) as notify:
         monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge_fer.cli import handle_errors
 from edge_fer.errors import UsageError
 from edge_fer.results import FrameResult
-from edge_fer.server import ServerOptions, ServerSink
+from edge_fer.sinks.server import ServerOptions, ServerSink
 from kiosk_helpers import Feeder, load_frames, read_part, stats_for, tracked
 
 TOKEN = "0123456789abcdef-test-token"
@@ -149,7 +149,7 @@ def test_token_is_required_on_every_route(caplog):
         with pytest.raises(urllib.error.HTTPError) as e:
             get(s.url + "api/stats", {"Authorization": "Bearer wrong-token-wrong-token"})
         assert e.value.code == 401
-        with caplog.at_level(logging.DEBUG, logger="edge_fer.server"):
+        with caplog.at_level(logging.DEBUG, logger="edge_fer.sinks.server"):
             assert get(s.url + f"?token={TOKEN}").status == 200
         assert "GET /?token=*** HTTP" in caplog.text and TOKEN not in caplog.text
         assert get(s.url + "metrics", {"Authorization": f"Bearer {TOKEN}"}).status == 200

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_fer.results import FrameResult
-from edge_fer.service import ServiceMonitor, SystemdNotifier, status_line
+from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier, status_line
 from kiosk_helpers import NotifySocket, stats_for, wait_for
 
 FRAME = np.zeros((48, 64, 3), np.uint8)

@@ -111,7 +111,7 @@ def test_pi_camera_without_picamera2(default_model):
 
 
 def test_display_without_a_gui_is_refused(clip, default_model):
-    from edge_fer.pipeline.sinks import gui_problem
+    from edge_fer.sinks.jsonlines import gui_problem
 
     if gui_problem() is None:
         pytest.skip("a GUI is available here")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_fer.errors import InputError
-from edge_fer.pipeline.sinks import JsonLinesSink
+from edge_fer.sinks.jsonlines import JsonLinesSink
 from edge_fer.results import FrameResult, TrackedFace, TrackEvent
 from kiosk_helpers import stats_for
 

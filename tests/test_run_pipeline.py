@@ -11,7 +11,7 @@ from clips import FakePicamera2, make_clip
 from edge_fer.errors import ModelError
 from edge_fer.pipeline import (CaptureOptions, PiCameraSource, Pipeline, PipelineOptions,
                                TrackerOptions, open_source)
-from edge_fer.pipeline.sinks import JsonLinesSink
+from edge_fer.sinks.jsonlines import JsonLinesSink
 from edge_fer.pipeline.tracking import iou_matrix
 
 FRAMES = 90

@@ -24,7 +24,7 @@ from edge_fer.pipeline.capture import CaptureOptions, CaptureStage, Source
 from edge_fer.pipeline.classify import ClassifyStage
 from edge_fer.pipeline.detect import DetectStage
 from edge_fer.pipeline.queues import LatestQueue
-from edge_fer.pipeline.sinks import SinkStage
+from edge_fer.sinks.jsonlines import SinkStage
 from edge_fer.pipeline.stage import POLL_S, STOP_GRACE_S
 from edge_fer.pipeline.stats import PipelineStats
 from edge_fer.pipeline.tracking import TrackerOptions
