@@ -23,6 +23,7 @@ from edge_fer.detector.blazeface import FULL_RANGE, SHORT_RANGE, ssd_anchors, we
 from edge_fer.detector.weights import WEIGHTS, FDLITE
 from edge_fer.errors import InputError, ModelError, UsageError
 from edge_fer.pipeline.tracking import iou_matrix
+from edge_fer.sinks import Sink
 
 ALL = tuple(DETECTORS)
 #: The man in the cap in test_image.jpg, whom Haar misses (measured once, by eye and by
@@ -273,18 +274,9 @@ def test_the_pipeline_over_a_clip_with_each_detector(name, clip, default_model, 
     det = create_detector(name, DetectorOptions(detect_width=320))
     results = []
 
-    class Keep:
-        def handle(self, result, stats):
+    class Keep(Sink):
+        def on_result(self, result, stats):
             results.append(result)
-
-        def handle_event(self, event):
-            pass
-
-        def finish(self, summary):
-            pass
-
-        def close(self):
-            pass
 
     pipeline = Pipeline(open_source(CaptureOptions(source=str(clip.path))), det,
                         EmotionClassifier(default_model),
