@@ -39,18 +39,12 @@ from edge_fer.metadata import ModelMetadata, embed
 from edge_fer_convert.keras_env import tensorflow_module
 from edge_fer_convert.loader import (KerasClassifier, image_input_shape, keras_sidecar,
                                      load_keras_model, model_metadata)
+from edge_fer_convert.qat import QatOptions, run_qat
+from edge_fer_convert.tflite_export import VARIANTS, convert_bytes
 
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("int8", "dynamic", "float16", "none")
-
-#: Full-INT8 converter choices, tried in this order when `--max-drop` asks for more.
-VARIANTS = {
-    "per-channel": "per-channel weight scales (the converter's default)",
-    "per-tensor": "per-tensor weight scales everywhere (_experimental_disable_per_channel)",
-    "per-tensor-dense": "per-tensor scales for fully-connected layers only "
-                        "(_experimental_disable_per_channel_quantization_for_dense_layers)",
-}
 
 #: Verification: the largest mean |p_float - p_converted| over the probe faces that is accepted,
 #: per quantization (probabilities, so 0.05 is five points of probability mass on average).
@@ -224,59 +218,6 @@ def _load_data(source: str, size, color, limit, usage, seed, classes=None) -> La
         raise InputError(f"no images in {source}")
     # Unlabelled faces (an .npz without labels) calibrate fine; scoring refuses them later.
     return remap_labels(data, classes) if classes and data.classes else data
-
-
-def _converter_for(tf, loaded, workdir: Path):
-    """A TFLiteConverter for any loaded flavor, keeping the batch dimension dynamic."""
-    if loaded.flavor == "saved_model":
-        return tf.lite.TFLiteConverter.from_saved_model(str(loaded.path),
-                                                       signature_keys=[loaded.signature])
-    if loaded.flavor == "tf_keras":
-        return tf.lite.TFLiteConverter.from_keras_model(loaded.model)
-    # Keras 3 models: a concrete function over the live model keeps resource variables that the
-    # converter cannot freeze (READ_VARIABLE at run time); Keras' own export freezes them.
-    saved = Path(tempfile.mkdtemp(prefix="saved_model-", dir=workdir))
-    loaded.model.export(str(saved), format="tf_saved_model", verbose=False)
-    return tf.lite.TFLiteConverter.from_saved_model(str(saved))
-
-
-def _configure(tf, conv, quantization: str, calib: np.ndarray | None, variant: str = "per-channel"):
-    if quantization == "none":
-        return
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        conv.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
-        def representative():
-            for i in range(len(calib)):
-                yield [calib[i:i + 1]]
-
-        conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        if variant == "per-tensor":
-            conv._experimental_disable_per_channel = True
-        elif variant == "per-tensor-dense":
-            conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-        elif variant != "per-channel":
-            raise UsageError(f"unknown int8 variant {variant!r}: choose {', '.join(VARIANTS)}")
-
-
-def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: str,
-                  workdir: Path) -> bytes:
-    """The TFLite flatbuffer for `loaded`, or a ModelError naming the converter's complaint."""
-    tf = tensorflow_module()
-    try:
-        conv = _converter_for(tf, loaded, workdir)
-        _configure(tf, conv, quantization, calib, variant)
-        return conv.convert()
-    except UsageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; all mean the same here
-        msg = str(exc).strip().splitlines()
-        raise ModelError(f"the TFLite converter failed on {loaded.path}: "
-                         f"{msg[0] if msg else type(exc).__name__}") from None
 
 
 def float_ops(model_content: bytes) -> list[str]:
@@ -595,8 +536,6 @@ def _size_of(path: Path) -> int:
 def _qat_attempt(runs: _Attempts, src: Path, opts: ConvertOptions, meta: ModelMetadata, size,
                  pool: LabelledImages, probe: np.ndarray) -> dict:
     """Fine-tune with QAT in a child process and score the result; returns what the report shows."""
-    from edge_fer_convert.qat import QatOptions, run_qat
-
     source = opts.qat_data or opts.calibration
     usage = opts.usage
     data = _load_data(source, size, meta.color, opts.qat_limit, usage, opts.seed, classes=meta.labels)

@@ -38,8 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fer.errors import ModelError
-from edge_fer_convert.keras_env import tf_keras_module
+from edge_fer.errors import EdgeFerError, ModelError
+from edge_fer.metadata import ModelMetadata
+from edge_fer_convert.keras_env import INSTALL_HINT, tf_keras_module
+from edge_fer_convert.loader import KerasClassifier, LoadedModel, load_keras_model
+from edge_fer_convert.tflite_export import convert_bytes
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +108,6 @@ def tfmot_module():
     try:
         import tensorflow_model_optimization as tfmot
     except ImportError as exc:
-        from edge_fer_convert.keras_env import INSTALL_HINT
-
         raise ModelError(f"tensorflow-model-optimization is not installed ({exc}): {INSTALL_HINT}") from None
     finally:
         # tfmot sets TF_USE_LEGACY_KERAS=1 for the whole process as an import side effect; keep
@@ -387,10 +388,6 @@ def run_qat(model_path: str, arch: str | None, metadata, train_images: np.ndarra
 
 
 def _child(work: Path) -> None:
-    from edge_fer.metadata import ModelMetadata
-    from edge_fer_convert.converter import convert_bytes
-    from edge_fer_convert.loader import KerasClassifier, LoadedModel, load_keras_model
-
     job = json.loads((work / "job.json").read_text())
     meta = ModelMetadata.from_mapping(job["metadata"])
     loaded = load_keras_model(job["model"], job["arch"])
@@ -414,8 +411,6 @@ def _child(work: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m edge_fer_convert.qat WORKDIR`: the QAT child process (see `run_qat`)."""
-    from edge_fer.errors import EdgeFerError
-
     argv = sys.argv[1:] if argv is None else argv
     work = Path(argv[0])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
