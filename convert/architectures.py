@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from edge_fer.errors import UsageError
 
 
@@ -122,6 +124,69 @@ def build_edgenet_l(num_classes: int = 7, width: int = 16, **kw):
     multiply-adds, so they get the extra width; the 48 px stage stays narrow."""
     kw.pop("name", None)
     return build_edgenet(num_classes, width, mults=(2, 8, 16), name="edgenet_l", **kw)
+
+
+def _sep_block(x, filters, *, stride=1):
+    """Depthwise 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU (MobileNet v1 block).
+
+    The pointwise convolution is a plain GEMM, which XNNPACK runs at the same instructions per
+    multiply-add as a 3x3 convolution; the depthwise part costs more per multiply-add but has
+    few of them."""
+    keras, L = _layers()
+    x = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                          depthwise_initializer="he_normal")(x)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu")(x)
+    return _conv_bn(x, filters, kernel=1)
+
+
+@register("edgenet-lite", Spec(48, "gray", "symmetric",
+                               "edgenet's stages as depthwise-separable blocks, for a Pi 4 with "
+                               "several faces: 0.23M params, 12M multiply-adds at width 16"))
+def build_edgenet_lite(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.3,
+                       stages: tuple[tuple[int, int], ...] = ((2, 1), (10, 2), (20, 2)),
+                       name: str = "edgenet_lite", **_):
+    """A standard 3x3 stem at 48 px (one input channel: a depthwise-separable stem would save
+    nothing), one separable block at 48 px, then (multiplier, blocks) stages at 24, 12 and 6 px.
+
+    Budget: at most a third of edgenet-l's Cortex-A72 instructions. Pointwise convolutions on
+    the 12 and 6 px stages are where channels are cheapest, so the width goes there, as in
+    edgenet-l; the 48 px stage stays at `width` channels."""
+    keras, L = _layers()
+    inp = keras.Input((48, 48, 1), name="image")
+    x = _conv_bn(inp, width)
+    x = _sep_block(x, width)
+    x = L.MaxPooling2D()(x)
+    for i, (mult, blocks) in enumerate(stages):
+        for _ in range(blocks):
+            x = _sep_block(x, width * mult)
+        if se and i > 0:
+            x = _se(x)
+        x = L.MaxPooling2D()(x) if i < 2 else x
+        x = L.SpatialDropout2D(0.1)(x)
+    return keras.Model(inp, _head(x, num_classes, dropout), name=name)
+
+
+def count_macs(model) -> int:
+    """Multiply-adds of one forward pass (batch 1), counted from the layers' shapes: convolutions
+    (standard, depthwise), dense layers and the elementwise multiply of squeeze-excitation."""
+    keras, L = _layers()
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, L.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += h * w * kh * kw * c * layer.depth_multiplier
+        elif isinstance(layer, L.Conv2D):
+            _, h, w, cout = layer.output.shape
+            cin = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            total += h * w * kh * kw * (cin // layer.groups) * cout
+        elif isinstance(layer, L.Dense):
+            total += int(layer.input.shape[-1]) * layer.units
+        elif isinstance(layer, L.Multiply):
+            total += int(np.prod(layer.output.shape[1:]))
+    return int(total)
 
 
 @register("cnn48", Spec(48, "gray", "unit",

@@ -23,7 +23,8 @@ import numpy as np
 from edge_fer.datasets import LabelledImages, load_labelled
 from edge_fer.errors import InputError, UsageError
 from edge_fer.metadata import ModelMetadata
-from edge_fer_convert.architectures import get_architecture
+from edge_fer_convert.architectures import count_macs, get_architecture
+from edge_fer_convert.distill import check_teacher, distillation_loss, label_accuracy, teacher_targets, tempered
 from edge_fer_convert.keras_env import keras_module
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,14 @@ class TrainOptions:
     """Random seed for weights, shuffling and augmentation."""
     limit: int | None = None
     """Train on a stratified sample of this many images (smoke tests)."""
+    teacher: str | None = None
+    """A trained model (`.tflite` or `.keras`) whose probabilities the student also learns from
+    (knowledge distillation); None trains on the labels alone."""
+    distill_alpha: float = 0.5
+    """Weight of the distillation term: alpha * KL(teacher_T || student_T) * T^2 +
+    (1 - alpha) * cross-entropy with the (smoothed) label."""
+    distill_temperature: float = 3.0
+    """Temperature T that softens both distributions in the distillation term."""
     extra: dict = field(default_factory=dict)
 
 
@@ -163,10 +172,15 @@ def _as_input(data: LabelledImages, channels: int) -> np.ndarray:
 
 
 def make_dataset(tf, data: LabelledImages, spec, *, batch: int, n_classes: int, training: bool,
-                 augment: str, seed: int, mixup: float = 0.0, label_smoothing: float = 0.0):
+                 augment: str, seed: int, mixup: float = 0.0, label_smoothing: float = 0.0,
+                 soft: np.ndarray | None = None):
+    """Batches of (normalized image, target). With `soft` (N x classes, a teacher's tempered
+    probabilities) the target is the one-hot label followed by `soft` (see `distill`)."""
     channels = 3 if spec.color == "rgb" else 1
     x = _as_input(data, channels)
     y = tf.one_hot(data.labels, n_classes).numpy()
+    if soft is not None:
+        y = np.concatenate([y, soft.astype(y.dtype)], axis=1)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -218,6 +232,12 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
         raise UsageError(f"unknown class weighting {opts.class_weight!r}: choose none, balanced or sqrt")
     arch = get_architecture(opts.arch)
     spec = arch.spec
+    if opts.teacher:
+        check_teacher(opts.teacher)
+        if not 0.0 <= opts.distill_alpha <= 1.0:
+            raise UsageError(f"--distill-alpha must be between 0 and 1 (got {opts.distill_alpha})")
+        if opts.distill_temperature <= 0:
+            raise UsageError(f"--distill-temperature must be positive (got {opts.distill_temperature})")
     output.parent.mkdir(parents=True, exist_ok=True)
 
     size = (spec.size, spec.size)
@@ -236,16 +256,33 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
         build_kwargs["width"] = opts.width
     model = arch.build(n_classes, **build_kwargs)
     steps = math.ceil(len(train_data) / opts.batch_size)
+    teacher = soft = val_soft = None
+    if opts.teacher:
+        teacher = teacher_targets(opts.teacher, train_data, source=opts.data, limit=opts.limit,
+                                  seed=opts.seed, cache=output.with_name(output.stem + ".teacher.npz"))
+        log.info("teacher %s agrees with %.1f %% of the training labels%s", opts.teacher,
+                 100 * teacher.train_accuracy, " (cached)" if teacher.cached else "")
+        soft = tempered(teacher.probs, opts.distill_temperature)
+        # Validation is scored on labels only; its soft part is the label itself.
+        val_soft = np.eye(n_classes, dtype=np.float32)[val_data.labels]
+        loss = distillation_loss(keras, n_classes, alpha=opts.distill_alpha,
+                                 temperature=opts.distill_temperature,
+                                 label_smoothing=opts.label_smoothing)
+        metrics = [label_accuracy(keras, n_classes)]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=opts.label_smoothing)
+        metrics = ["accuracy"]
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=_lr_schedule(keras, opts, steps),
                                          weight_decay=opts.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=opts.label_smoothing),
-        metrics=["accuracy"],
+        loss=loss,
+        metrics=metrics,
     )
     train_ds = make_dataset(tf, train_data, spec, batch=opts.batch_size, n_classes=n_classes,
-                            training=True, augment=opts.augment, seed=opts.seed, mixup=opts.mixup)
+                            training=True, augment=opts.augment, seed=opts.seed, mixup=opts.mixup,
+                            soft=soft)
     val_ds = make_dataset(tf, val_data, spec, batch=256, n_classes=n_classes, training=False,
-                          augment="none", seed=opts.seed)
+                          augment="none", seed=opts.seed, soft=val_soft)
 
     best_path = output.with_name(output.stem + ".best.keras")
     backup = output.with_name(output.stem + ".backup")
@@ -293,6 +330,15 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
             "best_val_accuracy": round(best_acc, 4),
             "epochs_run": len(rows),
             "params": int(best.count_params()),
+            "macs": count_macs(best),
+            "distillation": None if teacher is None else {
+                "teacher": str(opts.teacher),
+                "teacher_sha256": teacher.sha256,
+                "teacher_train_agreement": round(teacher.train_accuracy, 4),
+                "alpha": opts.distill_alpha,
+                "temperature": opts.distill_temperature,
+                "soft_targets": "teacher probabilities of the unaugmented training images",
+            },
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
         },

@@ -51,19 +51,22 @@ def cli(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-def _default_model() -> str:
+def _model_path(model: str | None) -> str:
+    """`--model` as given (a path or a shipped model's short name), else $EDGE_FER_MODEL, else
+    the shipped default."""
     import os
 
-    from edge_fer_models import DEFAULT_MODEL
+    from edge_fer_models import DEFAULT_MODEL, resolve_model
 
-    return os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL)
+    return resolve_model(model or os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL))
 
 
 def model_options(fn):
     """Options shared by every command that loads a `.tflite` classifier."""
     opts = [
         click.option("-m", "--model", default=None, type=click.Path(),
-                     help="Model file (.tflite); default: $EDGE_FER_MODEL or the shipped model."),
+                     help="Model file (.tflite), or a shipped model by name: default, lite, "
+                          "edgenet16; default: $EDGE_FER_MODEL or the shipped default."),
         click.option("--labels", type=LabelsType(),
                      help="Comma-separated class names in output order (overrides metadata)."),
         click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
@@ -192,7 +195,7 @@ def config_option(default_path=None):
 def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
     from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 
-    return EmotionClassifier(model or _default_model(), ClassifierOptions(
+    return EmotionClassifier(_model_path(model), ClassifierOptions(
         labels=labels, normalization=normalization, crop_margin=crop_margin,
         num_threads=threads, backend=backend, flip_tta=tta))
 
@@ -458,7 +461,7 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
     from edge_fer.datasets import load_labelled, remap_labels
     from edge_fer.evaluate import detect_largest_faces, evaluate_probs
 
-    path = model or _default_model()
+    path = _model_path(model)
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
         from edge_fer_convert.loader import KerasClassifier
 
@@ -528,11 +531,18 @@ def _is_dir(path: str) -> bool:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Backbone weights for vgg16/efficientnetv2.")
 @click.option("--seed", default=1234, show_default=True, type=int)
 @click.option("--limit", type=click.IntRange(1), help="Train on a stratified sample of N images.")
+@click.option("--teacher", type=click.Path(dir_okay=False),
+              help="Distil from this trained model (.tflite or .keras): the student also learns "
+                   "its probabilities on the training images.")
+@click.option("--distill-alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Weight of the teacher term (the labels get 1 - alpha).")
+@click.option("--distill-temperature", default=3.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Temperature softening teacher and student in the teacher term.")
 @handle_errors
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.
 
-    Architectures: edgenet (default), edgenet-l, cnn48, cnn96rgb, cnn224rgb, littlevgg,
+    Architectures: edgenet (default), edgenet-l, edgenet-lite, cnn48, cnn96rgb, cnn224rgb, littlevgg,
     minixception, vgg16, efficientnetv2.
     """
     import os

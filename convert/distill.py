@@ -1,0 +1,161 @@
+"""Knowledge distillation for `edge-fer train --teacher MODEL`: the student learns from the
+teacher's probabilities as well as from the labels.
+
+The teacher (a `.tflite` run through the runtime's own classifier, or a Keras model) is run once
+over the *unaugmented* training images; its probabilities are cached beside the output
+(`OUT.teacher.npz`, keyed by the teacher file's sha256 and the training images' paths), so a
+resumed run does not pay for them again. Training then applies augmentation to the image only:
+the soft target of a shifted, rotated or mirrored face is taken to be that of the original. For
+a horizontal flip this is close to exact (facial expressions are nearly mirror-symmetric, and FER2013 holds faces
+looking either way); for the other
+augmentations it is the usual approximation of offline distillation.
+
+Targets travel as one array: the one-hot label in the first `n` columns, the teacher's
+tempered probabilities in the next `n`, so mixup and class weights apply to both unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.datasets import LabelledImages, load_labelled
+from edge_fer.errors import InputError, ModelError, UsageError
+
+log = logging.getLogger(__name__)
+
+TEACHER_SUFFIXES = (".tflite", ".keras", ".h5")
+
+#: Floor for the teacher's probabilities before tempering: an int8 output has steps of 1/256,
+#: so a class it rounds to 0 is taken as half a step instead of impossible.
+PROB_FLOOR = 1.0 / 512
+
+
+@dataclass
+class TeacherTargets:
+    probs: np.ndarray
+    """N x classes, the teacher's probabilities (untempered), in the student's class order."""
+    sha256: str
+    """Of the teacher file."""
+    train_accuracy: float
+    """Teacher's top-1 agreement with the training labels (a sanity figure for provenance)."""
+    cached: bool
+
+
+def check_teacher(path: str) -> Path:
+    """Fail fast, before any data is loaded, on a teacher that cannot be one."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"teacher model not found: {p}")
+    if p.is_dir() or p.suffix.lower() not in TEACHER_SUFFIXES:
+        raise UsageError(f"the teacher must be a .tflite, .keras or .h5 model file (got {p})")
+    return p
+
+
+def _key(teacher_sha: str, data: LabelledImages) -> str:
+    h = hashlib.sha256(teacher_sha.encode())
+    for path in data.paths:
+        h.update(path.encode() + b"\n")
+    return h.hexdigest()
+
+
+def _load_teacher(path: Path):
+    if path.suffix.lower() == ".tflite":
+        from edge_fer.classifier import ClassifierOptions, EmotionClassifier
+
+        return EmotionClassifier(path, ClassifierOptions(num_threads=2))
+    from edge_fer_convert.loader import KerasClassifier
+
+    return KerasClassifier.load(path)
+
+
+def teacher_targets(teacher: str, data: LabelledImages, *, source: str, limit: int | None,
+                    seed: int, cache: Path) -> TeacherTargets:
+    """The teacher's probabilities over `data` (cached in `cache`)."""
+    path = check_teacher(teacher)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    key = _key(sha, data)
+    if cache.exists():
+        try:
+            with np.load(cache) as z:
+                if str(z["key"]) == key and z["probs"].shape == (len(data), len(data.classes)):
+                    probs = z["probs"].astype(np.float32)
+                    return TeacherTargets(probs, sha, _agreement(probs, data), cached=True)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable teacher cache %s (%s)", cache, exc)
+    try:
+        model = _load_teacher(path)
+    except ModelError as exc:
+        raise ModelError(f"teacher: {exc}") from None
+    missing = [c for c in data.classes if c not in model.labels]
+    if missing:
+        raise ModelError(f"the teacher {path} does not know the class(es) {', '.join(missing)} "
+                         f"of the training data (teacher labels: {', '.join(model.labels)})")
+    images = data
+    w, h = model.input_size
+    if (h, w) != data.images.shape[1:3] or model.color != ("rgb" if data.images.ndim == 4 else "gray"):
+        # The teacher takes other pixels than the student: read the same faces at its size.
+        images = load_labelled(source, size=(w, h), color=model.color, limit=limit, seed=seed,
+                               classes=data.classes)
+        if images.paths != data.paths:
+            raise InputError(f"{source} changed while it was read: reload it and try again")
+    log.info("running the teacher %s over %d training faces", path, len(data))
+    out = np.concatenate([model.predict_proba(list(images.images[i:i + 256]))
+                          for i in range(0, len(images), 256)])
+    order = [model.labels.index(c) for c in data.classes]
+    probs = out[:, order].astype(np.float32)
+    probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, probs=probs, key=np.array(key))
+    tmp.replace(cache)
+    return TeacherTargets(probs, sha, _agreement(probs, data), cached=False)
+
+
+def _agreement(probs: np.ndarray, data: LabelledImages) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == data.labels))
+
+
+def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(p) / T): the teacher's distribution at temperature T."""
+    z = np.log(np.maximum(probs, PROB_FLOOR)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def distillation_loss(keras, n_classes: int, *, alpha: float, temperature: float,
+                      label_smoothing: float):
+    """alpha * KL(teacher_T || student_T) * T^2 + (1 - alpha) * CE(smoothed label, student).
+
+    The student's models end in a softmax, so its logits are recovered as log(p) (equal to the
+    logits up to a constant, which softmax ignores)."""
+    ops = keras.ops
+    t = float(temperature)
+
+    def distill_loss(y_true, y_pred):
+        label = y_true[:, :n_classes]
+        soft = y_true[:, n_classes:]
+        label = label * (1.0 - label_smoothing) + label_smoothing / n_classes
+        logp = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        ce = -ops.sum(label * logp, axis=-1)
+        student_t = ops.log_softmax(logp / t, axis=-1)
+        kl = ops.sum(soft * (ops.log(ops.clip(soft, 1e-7, 1.0)) - student_t), axis=-1)
+        return alpha * kl * (t * t) + (1.0 - alpha) * ce
+
+    return distill_loss
+
+
+def label_accuracy(keras, n_classes: int):
+    """Top-1 accuracy against the label part of the combined targets (named `accuracy` so the
+    history and checkpoints read `val_accuracy` as without a teacher)."""
+    ops = keras.ops
+
+    def accuracy(y_true, y_pred):
+        return ops.cast(ops.equal(ops.argmax(y_true[:, :n_classes], axis=-1),
+                                  ops.argmax(y_pred, axis=-1)), "float32")
+
+    return accuracy
