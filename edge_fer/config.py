@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_fer.errors import InputError, UsageError
+from edge_fer_models import SHIPPED
 
 try:
     import tomllib
@@ -407,6 +408,8 @@ def parse_config(text: str, command, path: str | os.PathLike = "<config>") -> Co
                 problems.append(f"{at(section, key)}: key '{name}' has {_shown(value)} "
                                 f"({_type_name(value)}): allowed {spec.allowed}")
                 continue
+            if spec.path and key == "model" and checked in SHIPPED and not (base / checked).exists():
+                checked = str(SHIPPED[checked])
             if spec.path:
                 checked = str((base / os.path.expanduser(checked)).resolve()) \
                     if "://" not in checked else checked

@@ -121,6 +121,21 @@ def test_info_names_the_backend_and_input(default_model):
     assert "int8 scale=" in r.output and "labels: " in r.output
 
 
+def test_shipped_models_by_short_name(tmp_path, monkeypatch):
+    from edge_fer_models import SHIPPED
+
+    r = invoke("info", "--model", "edgenet16")
+    assert r.exit_code == 0, r.output
+    assert str(SHIPPED["edgenet16"]) in r.output
+    r = invoke("info", "--model", "default")
+    assert r.exit_code == 0 and str(SHIPPED["default"]) in r.output
+    # A file of that name in the current folder is the user's own model and wins.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "edgenet16").write_bytes(b"not a model")
+    proc = run_cli("info", "--model", "edgenet16")
+    assert_one_line_error(proc, "edgenet16 is not a .tflite model")
+
+
 # -- bad input: one line, non-zero exit, no traceback, through the real entry point ----------
 
 def test_missing_image(tmp_path, default_model):

@@ -340,3 +340,14 @@ def test_a_key_takes_what_its_option_takes(name, tmp_path):
         assert not _cli_takes(param, value, empty), f"{param.opts[-1]} {value!r} accepted"
     for value in bad_type:
         assert _key_takes(section, name, value, tmp_path).endswith(allowed), value
+
+
+def test_a_shipped_model_by_its_short_name(tmp_path):
+    from edge_fer_models import SHIPPED
+
+    cfg = load_config(write(tmp_path, "[model]\nmodel = 'edgenet16'\n"), run)
+    assert cfg.get("model", "model") == str(SHIPPED["edgenet16"])
+    # A file of that name beside the config file is the user's own model and wins.
+    (tmp_path / "edgenet16").write_bytes(b"x")
+    cfg = load_config(write(tmp_path, "[model]\nmodel = 'edgenet16'\n"), run)
+    assert cfg.get("model", "model") == str(tmp_path / "edgenet16")
