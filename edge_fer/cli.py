@@ -294,6 +294,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "(default: the file's own rate).")
 @click.option("--realtime", is_flag=True,
               help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@click.option("--source-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              metavar="SECONDS",
+              help="Cameras and streams: keep retrying one that is down at the start or lost "
+                   "during the run for this long, then fail; 0 retries until stopped.")
 @model_options
 @detector_options(detect_width=320)
 @click.option("--detect-every", default=5, show_default=True, type=click.IntRange(1),
@@ -328,7 +332,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
 @handle_errors
-def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
+def run(camera, source, width, height, fps, realtime, source_timeout, model, labels, normalization, crop_margin,
         threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
         detect_every, smoothing, iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, max_frames, duration, serve, token):
@@ -349,7 +353,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
     camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
-                             lores_width=detect_width)
+                             lores_width=detect_width, reconnect_timeout_s=source_timeout or None)
     src = open_source(capture)
     with contextlib.ExitStack() as cleanup:
         sinks = []
@@ -378,6 +382,8 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
                             PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
                                                                     iou_threshold=iou_threshold,
                                                                     smoothing=smoothing)))
+        if server is not None:
+            server.follow(pipeline.stats)
         # Slow sinks (a window, a video encoder) last: the cheap ones see each result first.
         slow = []
         if display or (display is None and gui_problem() is None):
