@@ -39,7 +39,7 @@ def load_frames(images_dir: Path, width: int = 640) -> list[tuple[np.ndarray, li
         img = cv2.imread(str(path))
         scale = width / img.shape[1]
         img = cv2.resize(img, (width, int(round(img.shape[0] * scale))))
-        out.append((img, det.detect(img)))
+        out.append((img, [f.box for f in det.detect(img)]))
     assert out, f"no images in {images_dir}"
     return out
 

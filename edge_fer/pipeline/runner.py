@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from edge_fer.classifier import EmotionClassifier
-from edge_fer.detector import HaarFaceDetector
+from edge_fer.detector import FaceDetector
 from edge_fer.errors import EdgeFerError
 from edge_fer.pipeline.capture import CaptureOptions, CaptureStage, Source
 from edge_fer.pipeline.classify import ClassifyStage
@@ -55,7 +55,7 @@ class StageFailed(EdgeFerError):
 class Pipeline:
     """Frames in, tracked faces with smoothed emotions out, as FrameResults to the sinks."""
 
-    def __init__(self, source: Source, detector: HaarFaceDetector, classifier: EmotionClassifier,
+    def __init__(self, source: Source, detector: FaceDetector, classifier: EmotionClassifier,
                  options: PipelineOptions | None = None):
         self.source = source
         self.detector = detector
@@ -97,7 +97,7 @@ class Pipeline:
                              self._stop, self._failed, lossless)
         classify = ClassifyStage(self.classifier, o.tracking, tracked, detect.done, results, events,
                                  self._stats, self._stop, self._failed, lossless,
-                                 o.max_model_failures)
+                                 o.max_model_failures, self.detector.crop)
         sinks = SinkStage(self._sinks, results, classify.done, events, self.stats, self.summary,
                           self._stop, self._failed)
         self._stages = [capture, detect, classify, sinks]
@@ -182,7 +182,7 @@ class Pipeline:
         return {"source": self.source.description, "model": str(self.classifier.path),
                 "backend": self.classifier.backend.name, "labels": self.classifier.labels,
                 "capture": asdict(capture), "tracking": asdict(o.tracking),
-                "detector": asdict(self.detector.options)}
+                "detector": self.detector.describe()}
 
     def summary(self) -> dict:
         """`stats()` plus how the run ended: written to the sinks and printed at the end."""
