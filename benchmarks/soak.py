@@ -133,8 +133,10 @@ def soak(minutes: float, interval: float, fps: float, warmup: float, model: str 
         deadline = time.monotonic() + 60
         while True:
             try:
-                _get(base + "api/stats")
-                break
+                # The page answers before the model is loaded, with empty stats until then.
+                if "processed_fps" in json.loads(_get(base + "api/stats")):
+                    break
+                time.sleep(0.2)
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the run did not start: {(work / 'run.err').read_text()[-2000:]}")

@@ -10,7 +10,7 @@ import click
 
 from edge_fer import __version__
 from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
-from edge_fer.errors import EdgeFerError
+from edge_fer.errors import EdgeFerError, OutputError
 
 log = logging.getLogger("edge_fer")
 
@@ -330,8 +330,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 @click.option("--display/--headless", default=None,
               help="Show the annotated stream in a window (default: when a GUI is available).")
 @click.option("--record", type=click.Path(dir_okay=False),
-              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi); the only way "
-                   "frames reach the disk.")
+              help="Save the annotated stream to a video: .mkv (MPEG-4) or .avi (MJPEG), both "
+                   "readable if the run is cut short; the only way frames reach the disk. An "
+                   "existing file is refused; strftime fields (%Y%m%d-%H%M%S) name each run's own.")
+@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -348,7 +350,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
-        log_backups, display, record, max_frames, duration, serve, token):
+        log_backups, display, record, overwrite, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -357,6 +359,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     """
     import contextlib
     import os
+    import time
 
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
@@ -404,7 +407,9 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
         if display or (display is None and gui_problem() is None):
             slow.append(DisplaySink(pipeline.stop))
         if record:
-            slow.append(RecorderSink(record))
+            # strftime fields give each run (a service's restarts) a file of its own.
+            slow.append(RecorderSink(time.strftime(record) if "%" in record else record,
+                                     overwrite=overwrite))
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
         if log_json:
             header = {"version": __version__, **pipeline.describe(),
@@ -421,6 +426,8 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     click.echo(format_summary(pipeline.summary()))
     if pipeline.error is not None:
         raise pipeline.error
+    if pipeline.output_failures:
+        raise OutputError(f"not everything asked for was written: {'; '.join(pipeline.output_failures)}")
 
 
 def _one_source(ctx, camera, source):

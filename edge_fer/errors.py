@@ -45,3 +45,10 @@ class SourceError(EdgeFerError):
         self.permanent = permanent
         """Waiting will not help (a library not installed, a bad address): a live source does
         not retry it."""
+
+
+class OutputError(EdgeFerError):
+    """An output the user asked for (a log, a recording) could not be written, or not all of it
+    (a full disk, a file-size limit, an I/O error)."""
+
+    exit_code = 7

@@ -27,7 +27,7 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
     import cv2
 
     log = tmp_path / "stats.jsonl"
-    video = tmp_path / "annotated.mp4"
+    video = tmp_path / "annotated.mkv"
     r = invoke("--source", clip.path, "--model", default_model, "--max-frames", 40,
                "--log-json", log, "--log-interval", 0.2, "--record", video)
     assert r.exit_code == 0, r.output

@@ -1,5 +1,6 @@
 """Faults around `edge-fer run`, each reproduced for real: a stream server that goes away or comes
-up late, a real signal, files that yield nothing or end early."""
+up late, a real signal, files that yield nothing or end early, a really full disk (a small
+tmpfs, or a file-size limit), a real SIGKILL during a recording."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from clips import clip_jpegs, make_clip, mjpeg_server, stop_server
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_cli, small_disk
 from edge_fer.cli import cli
 from kiosk_helpers import alive, free_port, get_json, read_records, spawn_run, stop_run, wait_for
 
@@ -165,3 +166,131 @@ def test_api_stats_fps_falls_to_zero_while_the_source_is_down(jpegs, default_mod
     finally:
         stop_server(server)
     assert proc.returncode == 0
+
+
+# -- 2, 3: a full disk under the JSON log and the recording ---------------------------------------
+
+def _fill(disk, leave: int) -> None:
+    """Take all but about `leave` bytes of `disk`, as the rest of a kiosk's data would."""
+    import os
+
+    st = os.statvfs(disk)
+    (disk / "filler").write_bytes(bytes(max(0, st.f_bavail * st.f_frsize - leave)))
+
+
+def _whole_lines(path) -> list[dict]:
+    """Every line of the JSON log parses, the last one included: nothing half-written."""
+    import json
+
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), f"the log ends in a partial line: {text[-200:]!r}"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _no_flood(err: str) -> None:
+    assert "Logging error" not in err and "Traceback" not in err, err[-3000:]
+    assert "Failed to write frame" not in err, err[-3000:]  # OpenCV's per-frame warning
+
+
+def test_a_full_disk_under_the_log_and_the_recording_loses_no_line_and_says_so(clip, default_model,
+                                                                               small_tmpfs):
+    disk = small_tmpfs(1024 * 1024)
+    _fill(disk, leave=6000)
+    log, video = disk / "run.jsonl", disk / "rec.mkv"
+    r = run_cli("run", "--headless", "--source", clip.path, "--model", default_model,
+                "--record", video, "--log-json", log, "--log-interval", 0.1)
+    _no_flood(r.stderr)
+    line = assert_one_line_error(r, "not everything asked for was written", "the JSON log", "recording",
+                                 code=7)
+    assert "No space left on device" in line
+    # One notice per output as it stopped, naming it; the run went on to the end of the file.
+    notices = [x for x in r.stderr.splitlines() if "WARNING" in x and "the run goes on without it" in x]
+    assert len(notices) == 2, r.stderr[-3000:]
+    assert f"{clip.frames} frames processed" in r.stdout and "stopped: end of source" in r.stdout
+    assert "NOT WRITTEN: the JSON log" in r.stdout and "NOT WRITTEN: recording" in r.stdout
+    records = _whole_lines(log)
+    assert records and records[0]["type"] == "start" and records[-1]["type"] != "summary"
+
+
+def test_the_log_on_a_file_size_limit_is_cut_back_to_whole_lines(clip, default_model, tmp_path):
+    # The same fault without a mount: writes past 4 kB fail (EFBIG), as on a full disk.
+    log = tmp_path / "run.jsonl"
+    r = run_cli("run", "--headless", "--source", clip.path, "--model", default_model,
+                "--log-json", log, "--log-interval", 0.1, preexec_fn=lambda: small_disk(4000))
+    _no_flood(r.stderr)
+    assert_one_line_error(r, f"the JSON log {log} stopped after", "File too large", code=7)
+    records = _whole_lines(log)
+    assert len(records) > 2 and log.stat().st_size <= 4000
+    assert f"{clip.frames} frames processed" in r.stdout
+
+
+def test_a_recording_stopped_by_a_full_disk_exits_non_zero_and_the_summary_says_so(
+        images_dir, default_model, small_tmpfs, tmp_path):
+    import cv2
+
+    long_clip = make_clip(tmp_path / "long.mp4", images_dir, frames=300, n_faces=2)
+    disk = small_tmpfs(3 * 1024 * 1024)
+    log, video = disk / "run.jsonl", disk / "rec.mkv"
+    r = run_cli("run", "--headless", "--source", long_clip.path, "--model", default_model,
+                "--record", video, "--log-json", log)
+    _no_flood(r.stderr)
+    assert_one_line_error(r, f"recording {video} stopped after", "the disk is full", code=7)
+    summary = _whole_lines(log)[-1]  # the log had room: the summary reached it
+    assert summary["type"] == "summary" and summary["frames_processed"] == long_clip.frames
+    (failure,) = summary["outputs_failed"]
+    written = int(failure.split("stopped after ")[1].split()[0])
+    assert 0 < written < long_clip.frames
+    assert f"NOT WRITTEN: recording {video} stopped after {written} frames" in r.stdout
+    assert f"{long_clip.frames} frames processed" in r.stdout
+    # What was written is a whole, readable video.
+    cap = cv2.VideoCapture(str(video))
+    readable = 0
+    while cap.read()[0]:
+        readable += 1
+    assert readable == written
+
+
+# -- 4: recordings survive a kill and are never replaced silently ---------------------------------
+
+@pytest.mark.parametrize("suffix, seconds, may_lose", [(".avi", 3, 10), (".mkv", 8, 5 * 30 + 15)],
+                         ids=["avi", "mkv"])
+def test_a_recording_killed_with_sigkill_keeps_its_frames(suffix, seconds, may_lose, images_dir,
+                                                          default_model, tmp_path):
+    """AVI (MJPEG): every frame is on disk as it comes. Matroska: whole clusters of up to 5 s
+    (FFmpeg's default), so a kill loses at most the last 5 s; an .mp4 would lose everything."""
+    import cv2
+
+    long_clip = make_clip(tmp_path / "long.mp4", images_dir, frames=(seconds + 4) * 30, n_faces=1)
+    video = tmp_path / f"rec{suffix}"
+    log = tmp_path / "run.jsonl"
+    with spawn_run(["--source", long_clip.path, "--realtime", "--headless", "--model", default_model,
+                    "--record", video, "--log-json", log, "--log-interval", 0.2], cwd=tmp_path) as proc:
+        wait_for(lambda: alive(proc) and (_last_stats(log) or {}).get("frames_processed", 0) >= seconds * 30,
+                 60, f"{seconds} s recorded")
+        processed = _last_stats(log)["frames_processed"]
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGKILL
+    cap = cv2.VideoCapture(str(video))
+    readable = 0
+    while cap.read()[0]:
+        readable += 1
+    assert readable >= processed - may_lose and readable > processed / 2, (readable, processed)
+
+
+def test_an_existing_recording_is_never_replaced_without_overwrite(clip, default_model, tmp_path):
+    video = tmp_path / "rec.mkv"
+    video.write_bytes(b"yesterday's recording")
+    r = invoke("--source", clip.path, "--model", default_model, "--record", video, "--max-frames", 5)
+    assert_one_line_error(r, f"--record {video} already exists", "--overwrite", code=3)
+    assert video.read_bytes() == b"yesterday's recording"
+    r = invoke("--source", clip.path, "--model", default_model, "--record", video, "--max-frames", 5,
+               "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert video.stat().st_size > 1000
+
+
+def test_a_container_that_a_crash_leaves_unreadable_is_refused(clip, default_model, tmp_path):
+    r = invoke("--source", clip.path, "--model", default_model, "--record", tmp_path / "rec.mp4")
+    assert_one_line_error(r, "use .mkv", "an .mp4 does not", code=2)
+    assert not (tmp_path / "rec.mp4").exists()

@@ -5,7 +5,9 @@ A sink is any object with `handle(result: FrameResult, stats: dict) -> None`. It
 `finish(summary: dict)` (once, at the end of the run) and `close()`. All of them are called on
 the sink thread only. The stats dict is a snapshot shared by all sinks (refreshed ten times a
 second): read it, do not change it. A sink must return quickly: while it works, newer results replace older
-ones in its queue (the kiosk web server, for one, only stores the latest result).
+ones in its queue (the kiosk web server, for one, only stores the latest result). A sink whose
+output fails (a full disk) raises OutputError: the run goes on without it, and the summary and
+the exit code say what was not written.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import queue
 import sys
 import threading
 import time
-from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
-from edge_fer.errors import InputError, UsageError
+from edge_fer.errors import InputError, OutputError, UsageError
+from edge_fer.files import LineLog
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import Stage
 from edge_fer.predict import draw_faces, draw_overlay
@@ -57,7 +59,8 @@ def format_summary(summary: dict) -> str:
     return (f"{s['frames_processed']} frames processed of {s['frames_captured']} captured in "
             f"{s['uptime_s']:.1f}s ({s['fps_mean']:.1f} fps), dropped={s['dropped']}, "
             f"latency p50={_ms(s['latency_p50_ms'])} p95={_ms(s['latency_p95_ms'])}, "
-            f"first result {first}, {s['tracks_started']} face track(s), stopped: {s['stop_reason']}")
+            f"first result {first}, {s['tracks_started']} face track(s), stopped: {s['stop_reason']}"
+            + "".join(f"; NOT WRITTEN: {f}" for f in s.get("outputs_failed") or ()))
 
 
 class _Every:
@@ -92,38 +95,57 @@ class JsonLinesSink:
     `event`s and a `summary`. An event holds the time, track id, frame number, box, label and
     scores: never pixels.
 
-    Size-capped: `RotatingFileHandler` moves the file to FILE.1 (FILE.1 to FILE.2, ...) when the
-    next line would take it past `max_bytes` and keeps `backups` old files, so the log never
-    takes more than about max_bytes * (backups + 1). Lines are written by a `QueueListener`
-    thread, so a slow SD card never holds up the sinks. The file is appended to: the runs of a
-    long-lived kiosk follow each other, each opening with its `start` record.
+    Size-capped: the file moves to FILE.1 (FILE.1 to FILE.2, ...) when the next line would take
+    it past `max_bytes`, and `backups` old files are kept, so the log never takes more than about
+    max_bytes * (backups + 1). Lines are written whole (see `LineLog`) by a thread of their own,
+    so a slow SD card never holds up the sinks, and a full disk never leaves half a line. The
+    file is appended to: the runs of a long-lived kiosk follow each other, each opening with its
+    `start` record. Once a write fails, the next call raises OutputError and nothing more is
+    written but the summary, which `finish` still tries.
     """
 
     def __init__(self, path: str | os.PathLike, interval: float = 5.0, header: dict | None = None,
                  *, max_bytes: int = 10 * 1024 * 1024, backups: int = 3):
         self.path = Path(path)
         try:
-            handler = RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups,
-                                          encoding="utf-8")
+            self._file = LineLog(self.path, max_bytes, backups)
         except OSError as exc:
             raise InputError(f"cannot write the JSON log {self.path}: {exc.strerror or exc}") from None
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._handler = handler
-        lines: queue.SimpleQueue = queue.SimpleQueue()
-        # A logger of its own (not from getLogger): the records never reach the application's
-        # handlers, and the application's log configuration never reaches the records.
-        self._logger = logging.Logger(f"{__name__}.json", logging.INFO)  # noqa: LOG001
-        self._logger.propagate = False
-        self._logger.addHandler(QueueHandler(lines))
-        self._listener = QueueListener(lines, handler)
-        self._listener.start()
+        self.error: OSError | None = None
+        """Why writing stopped (set on the writer thread)."""
+        self.lines_written = 0
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="edge-fer-json-log", daemon=True)
+        self._thread.start()
         self._closed = False
         self._due = _Every(interval)
         self._write("start", header or {})
 
+    def _drain(self) -> None:
+        while (line := self._lines.get()) is not None:
+            if self.error is None:
+                self._put(line)
+
+    def _put(self, line: str) -> None:
+        try:
+            self._file.write(line)
+            self.lines_written += 1
+        except OSError as exc:
+            self.error = exc
+
+    def _failure(self) -> OutputError:
+        e = self.error
+        return OutputError(f"the JSON log {self.path} stopped after {self.lines_written} lines: "
+                           f"{e.strerror or e}")
+
+    @staticmethod
+    def _line(kind: str, fields: dict, at: float | None) -> str:
+        return json.dumps({"type": kind, "time": round(time.time() if at is None else at, 3), **fields})
+
     def _write(self, kind: str, fields: dict, at: float | None = None) -> None:
-        record = {"type": kind, "time": round(time.time() if at is None else at, 3), **fields}
-        self._logger.info("%s", json.dumps(record))
+        if self.error is not None:
+            raise self._failure()
+        self._lines.put(self._line(kind, fields, at))
 
     def handle(self, result: FrameResult, stats: dict) -> None:
         if self._due():
@@ -133,16 +155,29 @@ class JsonLinesSink:
         # Events carry monotonic times; the log says when they happened on the wall clock.
         self._write("event", event.to_dict(), at=time.time() - (time.monotonic() - event.at))
 
+    def _stop_thread(self) -> None:
+        if self._thread.is_alive():
+            self._lines.put(None)
+            self._thread.join()
+
     def finish(self, summary: dict) -> None:
-        self._write("summary", summary)
+        """Write what is queued, then the summary, even after a failure (space may have come
+        back, and the summary says what was lost); OutputError if it cannot."""
+        self._stop_thread()
+        failed_before = self.error
+        self.error = None
+        self._put(self._line("summary", summary, None))
+        self.error = self.error or failed_before
+        if self.error is not None:
+            raise self._failure()
 
     def close(self) -> None:
         """Write what is queued and close the file; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self._listener.stop()
-        self._handler.close()
+        self._stop_thread()
+        self._file.close()
 
 
 def overlay_text(result: FrameResult, stats: dict) -> str:
@@ -200,26 +235,46 @@ class DisplaySink:
         cv2.destroyAllWindows()
 
 
-#: Container suffix -> codec that OpenCV's FFmpeg writer has everywhere.
-RECORD_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+#: Container suffix -> codec that OpenCV's FFmpeg writer has everywhere. Only containers that
+#: stay readable when the recording is cut short (a kill, a power cut): Matroska is written as
+#: it goes, and OpenCV's AVI writer puts every MJPEG frame on disk as it comes. An .mp4 holds its
+#: index at the end and is unreadable without it.
+RECORD_CODECS = {".mkv": "mp4v", ".avi": "MJPG"}
+#: Bytes a recording leaves free on its disk: room to close the file cleanly and for the JSON
+#: log's last lines and summary.
+RECORD_RESERVE_BYTES = 1024 * 1024
 
 
 class RecorderSink:
-    """Writes the annotated stream to a video file at the source's frame rate."""
+    """Writes the annotated stream to a video file at the source's frame rate.
 
-    def __init__(self, path: str | os.PathLike, fps: float | None = None):
+    An existing file is never replaced unless `overwrite`. Before each frame the free space of
+    the file's disk is checked: below `reserve` bytes (or a few seconds of video, if more) the
+    recording is closed cleanly and OutputError says how many frames it holds, instead of
+    OpenCV failing frame after frame with a warning each and a file that will not open.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, *, overwrite: bool = False,
+                 reserve: int = RECORD_RESERVE_BYTES):
         self.path = Path(path)
         codec = RECORD_CODECS.get(self.path.suffix.lower())
         if codec is None:
-            raise UsageError(f"--record {self.path}: use one of {', '.join(RECORD_CODECS)}")
+            raise UsageError(f"--record {self.path}: use .mkv (MPEG-4 in Matroska) or .avi (MJPEG), "
+                             f"which stay readable if the recording is cut short; an .mp4 does "
+                             f"not (convert afterwards: ffmpeg -i rec.mkv -c copy rec.mp4)")
         if not self.path.parent.is_dir():
             raise InputError(f"cannot record to {self.path}: folder {self.path.parent} does not exist")
+        if self.path.exists() and not overwrite:
+            raise InputError(f"--record {self.path} already exists: choose another name, or add "
+                             f"--overwrite to replace it")
         self._codec = codec
         self.fps = fps
+        self.reserve = reserve
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._buf: np.ndarray | None = None
         self.frames = 0
+        """Frames written to the file."""
 
     def _open(self, size: tuple[int, int], fps: float) -> None:
         import cv2
@@ -229,9 +284,24 @@ class RecorderSink:
             raise InputError(f"cannot write the video {self.path} ({self._codec} at {size[0]}x{size[1]})")
         self._writer, self._size = writer, size
 
+    def _check_space(self) -> None:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return  # not a reason to stop recording; a failing disk shows in the writes
+        free = st.f_bavail * st.f_frsize
+        written = self.path.stat().st_size if self.frames and self.path.exists() else 0
+        # A few seconds of this recording at its rate so far, or the fixed reserve.
+        need = max(self.reserve, 3 * 30 * written // max(self.frames, 1))
+        if free < need:
+            self.close()
+            raise OutputError(f"recording {self.path} stopped after {self.frames} frames: the "
+                              f"disk is full ({free // 1024} KiB left)")
+
     def handle(self, result: FrameResult, stats: dict) -> None:
         import cv2
 
+        self._check_space()
         self._buf = annotate(result, stats, self._buf)
         size = (self._buf.shape[1], self._buf.shape[0])
         if self._writer is None:
@@ -262,6 +332,19 @@ class SinkStage(Stage):
         self.sinks = sinks
         self.inbox, self.upstream, self.events = inbox, upstream, events
         self.stats_fn, self.summary_fn = stats_fn, summary_fn
+        self._active = list(sinks)
+        self.failures: list[str] = []
+        """What an output could not write (OutputError messages), in order: the run goes on
+        without that sink, and the summary and the exit code say so."""
+
+    def _failed_output(self, sink, exc: OutputError) -> None:
+        if sink not in self._active:
+            # Already reported: its `finish` (a last try at the summary) failed the same way.
+            log.debug("%s (again)", exc)
+            return
+        log.warning("%s; the run goes on without it", exc)
+        self.failures.append(str(exc))
+        self._active.remove(sink)
 
     def _drain_events(self) -> None:
         while True:
@@ -269,10 +352,13 @@ class SinkStage(Stage):
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
-            for sink in self.sinks:
+            for sink in list(self._active):
                 handler = getattr(sink, "handle_event", None)
                 if handler is not None:
-                    handler(event)
+                    try:
+                        handler(event)
+                    except OutputError as exc:
+                        self._failed_output(sink, exc)
 
     def run_loop(self) -> None:
         # A snapshot costs about a millisecond (percentiles over the windows): taken per frame
@@ -284,8 +370,11 @@ class SinkStage(Stage):
             self._drain_events()
             if refresh():
                 stats = self.stats_fn()
-            for sink in self.sinks:
-                sink.handle(result, stats)
+            for sink in list(self._active):
+                try:
+                    sink.handle(result, stats)
+                except OutputError as exc:
+                    self._failed_output(sink, exc)
         self._drain_events()
 
     def close(self) -> None:
@@ -299,6 +388,8 @@ class SinkStage(Stage):
                     continue
                 try:
                     fn(*args)
+                except OutputError as exc:
+                    self._failed_output(sink, exc)
                 except Exception as exc:  # noqa: BLE001 - the first failure is raised below
                     log.debug("%s.%s failed", type(sink).__name__, method, exc_info=True)
                     failure = failure or exc
