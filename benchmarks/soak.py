@@ -134,7 +134,7 @@ def soak(minutes: float, interval: float, fps: float, warmup: float, model: str 
         while True:
             try:
                 # The page answers before the model is loaded, with empty stats until then.
-                if "processed_fps" in json.loads(_get(base + "api/stats")):
+                if "fps" in json.loads(_get(base + "api/stats")):
                     break
                 time.sleep(0.2)
             except OSError:
@@ -152,7 +152,7 @@ def soak(minutes: float, interval: float, fps: float, warmup: float, model: str 
                                  f"{(work / 'run.err').read_text()[-2000:]}")
             stats = json.loads(_get(base + "api/stats"))
             samples.append({"t": time.monotonic() - started, **_proc_sample(proc.pid),
-                            "fps": stats["processed_fps"], "dropped": stats["dropped"]})
+                            "fps": stats["fps"], "dropped": stats["frames_dropped"]})
             time.sleep(max(0.0, started + len(samples) * interval - time.monotonic()))
     finally:
         stop.set()

@@ -254,7 +254,8 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     from edge_fer.errors import InputError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
-    from edge_fer.predict import FacePredictor, ImageResult, draw_faces
+    from edge_fer.draw import draw_faces
+    from edge_fer.predict import FacePredictor, ImageResult
 
     clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
     det = None if no_detect else load_detector(detector, detect_score, cascade, scale_factor,
@@ -363,8 +364,10 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
 
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
-    from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
-                                         format_summary, gui_problem)
+    from edge_fer.sinks.display import DisplaySink, gui_problem
+    from edge_fer.sinks.jsonlines import JsonLinesSink
+    from edge_fer.sinks.log import LogSink, format_summary
+    from edge_fer.sinks.recorder import RecorderSink
 
     camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
@@ -377,7 +380,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
         server = None
         if serve:
-            from edge_fer.server import ServerOptions, ServerSink
+            from edge_fer.sinks.server import ServerOptions, ServerSink
 
             server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
             sinks.append(server)
@@ -385,7 +388,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
             log.warning("--token has no effect without --serve")
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
-            from edge_fer.service import ServiceMonitor, SystemdNotifier
+            from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
 
             monitor = ServiceMonitor(SystemdNotifier()).start()
             cleanup.callback(monitor.close)
