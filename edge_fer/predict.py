@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edge_fer.classifier import EmotionClassifier
-from edge_fer.detector import Box, CropTransform, FaceDetector, crop_face
+from edge_fer.detector import Box, CropTransform, FaceDetector, crop_detected, crop_face
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,12 @@ class FacePredictor:
         self.detector = detector
         self.crop = crop or (detector.crop if detector is not None else CropTransform())
 
-    def crops(self, frame: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
+    def crops(self, frame: np.ndarray, boxes: list[Box],
+              landmarks: list[tuple] | None = None) -> list[np.ndarray]:
         c = self.classifier
-        fh, fw = frame.shape[:2]
-        return [crop_face(frame, self.crop.apply(b, fw, fh), c.input_size, c.color, c.crop_margin)
-                for b in boxes]
+        landmarks = landmarks or [()] * len(boxes)
+        return [crop_detected(frame, b, lm, self.crop, c.input_size, c.color, c.crop_margin)
+                for b, lm in zip(boxes, landmarks)]
 
     def predict_frame(self, frame: np.ndarray) -> list[FaceResult]:
         if self.detector is None:
@@ -68,7 +69,7 @@ class FacePredictor:
             found = self.detector.detect(frame)
             boxes = [f.box for f in found]
             landmarks = [f.landmarks for f in found]
-            faces = self.crops(frame, boxes)
+            faces = self.crops(frame, boxes, landmarks)
         preds = self.classifier.classify(faces)
         return [FaceResult(list(map(int, b)), p.label, round(p.score, 4),
                            {k: round(v, 4) for k, v in p.scores.items()},
