@@ -10,7 +10,7 @@ import click
 
 from edge_fer import __version__
 from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
-from edge_fer.errors import EdgeFerError
+from edge_fer.errors import EdgeFerError, OutputError
 
 log = logging.getLogger("edge_fer")
 
@@ -306,6 +306,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "(default: the file's own rate).")
 @click.option("--realtime", is_flag=True,
               help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@click.option("--source-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              metavar="SECONDS",
+              help="Cameras and streams: keep retrying one that is down at the start or lost "
+                   "during the run for this long, then fail; 0 retries until stopped.")
 @model_options
 @detector_options(detect_width=320)
 @click.option("--detect-every", type=click.IntRange(1),
@@ -327,8 +331,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 @click.option("--display/--headless", default=None,
               help="Show the annotated stream in a window (default: when a GUI is available).")
 @click.option("--record", type=click.Path(dir_okay=False),
-              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi); the only way "
-                   "frames reach the disk.")
+              help="Save the annotated stream to a video: .mkv (MPEG-4) or .avi (MJPEG), both "
+                   "readable if the run is cut short; the only way frames reach the disk. An "
+                   "existing file is refused; strftime fields (%Y%m%d-%H%M%S) name each run's own.")
+@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -341,11 +347,11 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
 @handle_errors
-def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
-        threads, tta, backend, detector, detect_score, cascade, scale_factor, min_neighbors,
-        min_face, detect_width, detect_every, smoothing, iou_threshold, log_json, log_interval,
-        log_max_bytes,
-        log_backups, display, record, max_frames, duration, serve, token):
+def run(camera, source, width, height, fps, realtime, source_timeout, model, labels,
+        normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
+        scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
+        iou_threshold, log_json, log_interval, log_max_bytes,
+        log_backups, display, record, overwrite, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -354,6 +360,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
     """
     import contextlib
     import os
+    import time
 
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
@@ -365,7 +372,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
     camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
-                             lores_width=detect_width)
+                             lores_width=detect_width, reconnect_timeout_s=source_timeout or None)
     src = open_source(capture)
     with contextlib.ExitStack() as cleanup:
         sinks = []
@@ -396,12 +403,16 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
                             PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
                                                                     iou_threshold=iou_threshold,
                                                                     smoothing=smoothing)))
+        if server is not None:
+            server.follow(pipeline.stats)
         # Slow sinks (a window, a video encoder) last: the cheap ones see each result first.
         slow = []
         if display or (display is None and gui_problem() is None):
             slow.append(DisplaySink(pipeline.stop))
         if record:
-            slow.append(RecorderSink(record))
+            # strftime fields give each run (a service's restarts) a file of its own.
+            slow.append(RecorderSink(time.strftime(record) if "%" in record else record,
+                                     overwrite=overwrite))
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
         if log_json:
             header = {"version": __version__, **pipeline.describe(),
@@ -418,6 +429,8 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
     click.echo(format_summary(pipeline.summary()))
     if pipeline.error is not None:
         raise pipeline.error
+    if pipeline.output_failures:
+        raise OutputError(f"not everything asked for was written: {'; '.join(pipeline.output_failures)}")
 
 
 def _one_source(ctx, camera, source):
