@@ -34,7 +34,8 @@ from edge_fer.pipeline.capture import Source
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import POLL_S
 from edge_fer.predict import Face, FacePredictor
-from edge_fer.results import FrameResult
+from edge_fer.results import FrameResult, RunSummary, StatsSnapshot
+from edge_fer.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +189,12 @@ class OutputOptions:
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,
-                     header: dict[str, Any] | None = None, first: Sequence[Any] = ()) -> None:
+                     header: dict[str, Any] | None = None, first: Sequence[Sink] = ()) -> None:
     """Add `first`, then the JSON log, then the slow sinks (window, recorder) to `pipeline`:
     cheap sinks see each result first. Closing `cleanup` closes what needs closing."""
-    from edge_fer.pipeline.sinks import DisplaySink, JsonLinesSink, RecorderSink, gui_problem
+    from edge_fer.sinks.display import DisplaySink, gui_problem
+    from edge_fer.sinks.jsonlines import JsonLinesSink
+    from edge_fer.sinks.recorder import RecorderSink
 
     sinks = list(first)
     if out.log_json:
@@ -214,7 +217,7 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):
         if out.token:
             log.warning("a token has no effect without serve")
         return None
-    from edge_fer.server import ServerOptions, ServerSink
+    from edge_fer.sinks.server import ServerOptions, ServerSink
 
     return cleanup.enter_context(ServerSink(ServerOptions.from_serve(out.serve, out.token)))
 
@@ -251,7 +254,7 @@ def capture_for(source: str | os.PathLike) -> dict[str, str | None]:
     return {"camera": None, "source": text}
 
 
-class _ResultSink:
+class _ResultSink(Sink):
     """Hands each FrameResult to the thread iterating a `Stream`, through a bounded queue.
 
     A live source drops the stalest result when the caller falls behind (counted in
@@ -265,7 +268,7 @@ class _ResultSink:
         self.released = threading.Event()
         """Set when the caller has stopped reading: results are no longer waited on."""
 
-    def handle(self, result: FrameResult, stats: dict) -> None:
+    def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
         if not self.lossless:
             self.queue.put(result)
             return
@@ -343,11 +346,11 @@ class Stream:
         """Results dropped because the caller fell behind a live source."""
         return self._sink.queue.dropped
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StatsSnapshot:
         """The run's counters and rolling measurements now (as the sinks see them)."""
         return self.pipeline.stats()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """`stats()` plus how the run ended (what `edge-fer run` prints at the end)."""
         return self.pipeline.summary()
 

@@ -249,7 +249,8 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     from edge_fer.errors import InputError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
-    from edge_fer.predict import ImageResult, draw_faces
+    from edge_fer.draw import draw_faces
+    from edge_fer.predict import ImageResult
 
     analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
                         labels=labels, normalization=normalization, crop_margin=crop_margin,
@@ -352,7 +353,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
     from edge_fer.api import OutputOptions, add_output_sinks, open_server, run_header
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
-    from edge_fer.pipeline.sinks import LogSink, format_summary
+    from edge_fer.sinks.log import LogSink, format_summary
 
     camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
@@ -369,7 +370,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
         sinks = [server] if server else []
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
-            from edge_fer.service import ServiceMonitor, SystemdNotifier
+            from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
 
             monitor = ServiceMonitor(SystemdNotifier()).start()
             cleanup.callback(monitor.close)

@@ -280,7 +280,8 @@ def test_stream_gives_every_frame_of_a_clip_with_tracked_faces(clip, default_mod
     assert all(isinstance(r, edge_fer.FrameResult) for r in got)
     assert sum(len(r.faces) for r in got) >= 2 * clip.frames
     assert {f.track_id for r in got[:20] for f in r.faces} <= {1, 2, 3, 4}
-    assert summary["stop_reason"] == "end of source" and summary["error"] is None
+    assert summary.stop_reason == "end of source" and summary.error is None
+    assert summary.frames_processed == clip.frames and results.stats().frames_dropped == 0
     lines = [json.loads(ln) for ln in log.read_text().splitlines()]
     assert lines[0]["type"] == "start" and lines[0]["tracking"]["detect_every"] == 2
     assert lines[0]["detector"]["min_size"] == 40 and lines[-1]["type"] == "summary"
