@@ -245,7 +245,7 @@ RUN_DETECT_WIDTH = 320
 _CAMERA = re.compile(r"^(pi|(usb:)?\d+)$", re.IGNORECASE)
 
 
-def capture_for(source: str | os.PathLike) -> dict[str, str | None]:
+def _capture_for(source: str | os.PathLike) -> dict[str, str | None]:
     """`camera` or `source` for `CaptureOptions`: `pi`, `usb:N` and `N` name cameras, anything
     else is a video file, an image folder or a stream URL."""
     text = os.fspath(source)
@@ -378,13 +378,17 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
     def pick(keys: Sequence[str]) -> dict[str, Any]:
         return {k: options[k] for k in keys if k in options}
 
+    queue_size = options.get("queue_size", 2)
+    if not isinstance(queue_size, int) or queue_size < 1:
+        raise UsageError(f"queue_size must be a whole number of at least 1, got {queue_size!r}")
+
     detector_kw = {"detect_width": RUN_DETECT_WIDTH, **pick(_DETECTOR_KEYS)}
     capture_kw = {"lores_width": detector_kw["detect_width"], **pick(_CAPTURE_KEYS)}
     if isinstance(source, Source):
         src = source
         capture = CaptureOptions(**capture_kw)
     else:
-        capture = CaptureOptions(**capture_for(source), **capture_kw)
+        capture = CaptureOptions(**_capture_for(source), **capture_kw)
         src = open_source(capture)
     out = OutputOptions(**pick(_OUTPUT_KEYS))
     cleanup = contextlib.ExitStack()
@@ -396,7 +400,7 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
         tracking = TrackerOptions(**{"detect_every": detector.default_detect_every,
                                      **pick(_TRACKING_KEYS)})
         pipeline = Pipeline(src, detector, classifier, PipelineOptions(capture, tracking))
-        sink = _ResultSink(options.get("queue_size", 2), not (src.live or capture.realtime))
+        sink = _ResultSink(queue_size, not (src.live or capture.realtime))
         add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server),
                          first=[sink] + ([server] if server else []))
         return Stream(pipeline, sink, cleanup)
