@@ -35,26 +35,18 @@ from edge_fer.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.detector import DETECTORS, DetectorOptions, create_detector  # noqa: E402
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source  # noqa: E402
 from edge_fer.pipeline.tracking import iou_matrix  # noqa: E402
+from edge_fer.sinks import Sink  # noqa: E402
 from edge_fer_models import DEFAULT_MODEL  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
 
 
-class _Keep:
+class _Keep(Sink):
     def __init__(self):
         self.results = []
 
-    def handle(self, result, stats):
+    def on_result(self, result, stats):
         self.results.append([f.box for f in result.faces])
-
-    def handle_event(self, event):
-        pass
-
-    def finish(self, summary):
-        pass
-
-    def close(self):
-        pass
 
 
 class _Timed:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edge_fer.classifier import EmotionClassifier, Prediction
-from edge_fer.detector import Box, CropTransform, FaceDetector, crop_face
+from edge_fer.detector import Box, CropTransform, FaceDetector, crop_detected, crop_face
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,20 @@ class FacePredictor:
         self.detector = detector
         self.crop = crop or (detector.crop if detector is not None else CropTransform())
 
-    def crops(self, frame: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
+    def crops(self, frame: np.ndarray, boxes: list[Box],
+              landmarks: list[tuple] | None = None) -> list[np.ndarray]:
         c = self.classifier
-        fh, fw = frame.shape[:2]
-        return [crop_face(frame, self.crop.apply(b, fw, fh), c.input_size, c.color, c.crop_margin)
-                for b in boxes]
+        landmarks = landmarks or [()] * len(boxes)
+        return [crop_detected(frame, b, lm, self.crop, c.input_size, c.color, c.crop_margin)
+                for b, lm in zip(boxes, landmarks)]
 
     def predict_frame(self, frame: np.ndarray) -> list[Face]:
         """The faces of `frame` (uint8 BGR H x W x 3 or gray H x W), largest first."""
         if self.detector is None:
             return self.classify_whole([frame])
         found = self.detector.detect(frame)
-        preds = self.classifier.classify(self.crops(frame, [f.box for f in found]))
+        preds = self.classifier.classify(self.crops(frame, [f.box for f in found],
+                                                    [f.landmarks for f in found]))
         return [_face(f.box, p, f.landmarks) for f, p in zip(found, preds)]
 
     def classify_whole(self, images: Sequence[np.ndarray]) -> list[Face]:

