@@ -51,14 +51,6 @@ def cli(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-def _default_model() -> str:
-    import os
-
-    from edge_fer_models import DEFAULT_MODEL
-
-    return os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL)
-
-
 def model_options(fn):
     """Options shared by every command that loads a `.tflite` classifier."""
     opts = [
@@ -190,21 +182,23 @@ def config_option(default_path=None):
 
 
 def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
-    from edge_fer.classifier import ClassifierOptions, EmotionClassifier
+    from edge_fer import api
 
-    return EmotionClassifier(model or _default_model(), ClassifierOptions(
-        labels=labels, normalization=normalization, crop_margin=crop_margin,
-        num_threads=threads, backend=backend, flip_tta=tta))
+    return api.load_classifier(model, labels=labels, normalization=normalization,
+                               crop_margin=crop_margin, threads=threads, tta=tta, backend=backend)
+
+
+def detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width):
+    return dict(detect_score=detect_score, cascade=cascade, scale_factor=scale_factor,
+                min_neighbors=min_neighbors, min_face=min_face, detect_width=detect_width)
 
 
 def load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
                   detect_width, backend=None):
-    from edge_fer.detector import DetectorOptions, create_detector
+    from edge_fer import api
 
-    return create_detector(detector, DetectorOptions(
-        cascade=cascade, scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_face,
-        detect_width=detect_width, min_score=detect_score,
-        backend=None if backend in (None, "auto") else backend))
+    return api.load_detector(detector, backend=backend, **detector_kwargs(
+        detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width))
 
 
 @cli.command()
@@ -251,16 +245,17 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     import json
     from pathlib import Path
 
+    from edge_fer.api import Analyzer
     from edge_fer.errors import InputError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
     from edge_fer.draw import draw_faces
-    from edge_fer.predict import FacePredictor, ImageResult
+    from edge_fer.predict import ImageResult
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
-    det = None if no_detect else load_detector(detector, detect_score, cascade, scale_factor,
-                                               min_neighbors, min_face, detect_width, backend)
-    predictor = FacePredictor(clf, det)
+    analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
+                        labels=labels, normalization=normalization, crop_margin=crop_margin,
+                        **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
+                                          min_face, detect_width))
     out_dir = Path(annotate) if annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +268,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
             click.echo(f"edge-fer: error: {exc}", err=True)
             failures += 1
             continue
-        faces = predictor.predict_frame(frame)
+        faces = analyzer.analyze(frame)
         result = ImageResult(str(path), faces)
         if as_json:
             click.echo(json.dumps(result.to_dict()))
@@ -360,32 +355,25 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     """
     import contextlib
     import os
-    import time
 
+    from edge_fer.api import OutputOptions, add_output_sinks, open_server, run_header
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
-    from edge_fer.sinks.display import DisplaySink, gui_problem
-    from edge_fer.sinks.jsonlines import JsonLinesSink
     from edge_fer.sinks.log import LogSink, format_summary
-    from edge_fer.sinks.recorder import RecorderSink
 
     camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
                              lores_width=detect_width, reconnect_timeout_s=source_timeout or None)
     src = open_source(capture)
+    out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
+                        log_backups=log_backups, display=display, record=record,
+                        overwrite=overwrite, serve=serve, token=token)
     with contextlib.ExitStack() as cleanup:
-        sinks = []
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
-        server = None
-        if serve:
-            from edge_fer.sinks.server import ServerOptions, ServerSink
-
-            server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
-            sinks.append(server)
-        elif token:
-            log.warning("--token has no effect without --serve")
+        server = open_server(out, cleanup)
+        sinks = [server] if server else []
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
             from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
@@ -405,24 +393,8 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
                                                                     smoothing=smoothing)))
         if server is not None:
             server.follow(pipeline.stats)
-        # Slow sinks (a window, a video encoder) last: the cheap ones see each result first.
-        slow = []
-        if display or (display is None and gui_problem() is None):
-            slow.append(DisplaySink(pipeline.stop))
-        if record:
-            # strftime fields give each run (a service's restarts) a file of its own.
-            slow.append(RecorderSink(time.strftime(record) if "%" in record else record,
-                                     overwrite=overwrite))
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
-        if log_json:
-            header = {"version": __version__, **pipeline.describe(),
-                      "serve": server.url if server else None}
-            json_log = JsonLinesSink(log_json, log_interval, header, max_bytes=log_max_bytes,
-                                     backups=log_backups)
-            cleanup.callback(json_log.close)
-            sinks.append(json_log)
-        for sink in sinks + slow:
-            pipeline.add_sink(sink)
+        add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
         with stop_on_signals(pipeline):
             pipeline.start()
             pipeline.wait()
@@ -468,10 +440,11 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
+    from edge_fer.api import default_model_path
     from edge_fer.datasets import load_labelled, remap_labels
     from edge_fer.evaluate import detect_largest_faces, evaluate_probs
 
-    path = model or _default_model()
+    path = model or default_model_path()
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
         from edge_fer_convert.loader import KerasClassifier
 
