@@ -325,9 +325,9 @@ def test_a_source_that_cannot_open_raises_the_line_the_cli_prints(tmp_path, defa
 
 def test_a_stream_that_dies_mid_run_raises_source_error_in_the_callers_thread(clip_frames,
                                                                             default_model):
-    from test_run_stages import _mjpeg_server, _stop_server
+    from clips import mjpeg_server, stop_server
 
-    server = _mjpeg_server([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]])
+    server = mjpeg_server([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]])
     url = f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
     got = 0
     try:
@@ -338,9 +338,9 @@ def test_a_stream_that_dies_mid_run_raises_source_error_in_the_callers_thread(cl
                 for _ in results:
                     got += 1
                     if got == 10:
-                        _stop_server(server)  # the camera goes away for good
+                        stop_server(server)  # the camera goes away for good
     finally:
-        _stop_server(server)
+        stop_server(server)
     assert got >= 10
     assert "http://127.0.0.1" in str(err.value) and "\n" not in str(err.value)
     assert not edge_fer_threads()
