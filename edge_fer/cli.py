@@ -14,6 +14,9 @@ from edge_fer.errors import EdgeFerError
 
 log = logging.getLogger("edge_fer")
 
+RUN_INTERPRETER_THREADS = 2
+"""`run`'s interpreter threads when --threads is not given (at most the machine's cores)."""
+
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
@@ -371,6 +374,11 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
             cleanup.callback(monitor.close)
             sinks.append(monitor)
         detector = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        if threads is None:
+            # Capture and detection have a core each on a four-core Pi; two interpreter threads
+            # are the rest. One is not enough for three faces at 30 fps on a Pi 4
+            # (benchmarks/pi_budget.py); a single interpreter thread is LiteRT's own default.
+            threads = min(RUN_INTERPRETER_THREADS, os.cpu_count() or 1)
         classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
         if monitor is not None:
             monitor.model_loaded()
