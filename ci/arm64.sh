@@ -245,18 +245,11 @@ I(model_path=str(m.DEFAULT_MODEL)).allocate_tensors()' >"$WORK/probe.log" 2>&1 |
 
 # --- the checks ---------------------------------------------------------------------------
 
-detectors() { # every detector the runtime has: the registry's list, or haar before it existed
-  if "$X86/edge-fer" detectors --help >/dev/null 2>&1; then
-    "$X86/edge-fer" detectors --names
-  else
-    echo haar
-  fi
+detectors() { # every detector the runtime has: the registry's names (edge-fer detectors)
+  "$X86/python" -c 'from edge_fer.detector import detector_names; print(*detector_names())'
 }
 
-detector_args() { # NAME: the option choosing it (none before the registry: haar is all there is)
-  if [ "$1" = haar ] && ! "$X86/edge-fer" run --help | grep -q -- --detector; then return; fi
-  echo "--detector $1"
-}
+detector_args() { echo "--detector $1"; }
 
 check() { # NAME COMMAND...: run a comparison; its output says OK or every difference
   local name=$1; shift
@@ -425,6 +418,12 @@ for i in range(c.frames):
   DETECTORS=$(detectors) || die "cannot list the detectors"
   [ -n "$DETECTORS" ] || die "the detector list is empty"
   echo "detectors: $DETECTORS"
+  # Weights fetched the way a user fetches them (pip, pinned sha256), kept in the cache; the
+  # guest reads the same files.
+  export EDGE_FER_DETECTOR_DIR=$CACHE/detectors
+  # shellcheck disable=SC2086
+  "$X86/edge-fer" detectors fetch $DETECTORS >"$WORK/fetch.log" 2>&1 ||
+    { cat "$WORK/fetch.log"; die "cannot fetch the detectors' weights"; }
 
   for suite in $SUITES; do lane "$suite"; done
 
