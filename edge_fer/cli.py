@@ -14,6 +14,9 @@ from edge_fer.errors import EdgeFerError, OutputError
 
 log = logging.getLogger("edge_fer")
 
+RUN_INTERPRETER_THREADS = 2
+"""`run`'s interpreter threads when --threads is not given (at most the machine's cores)."""
+
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
@@ -383,6 +386,11 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
             sinks.append(monitor)
         face_detector = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors,
                                       min_face, detect_width, backend)
+        if threads is None:
+            # Capture and detection have a core each on a four-core Pi; two interpreter threads
+            # are the rest. One is not enough for three faces at 30 fps on a Pi 4
+            # (benchmarks/pi_budget.py); a single interpreter thread is LiteRT's own default.
+            threads = min(RUN_INTERPRETER_THREADS, os.cpu_count() or 1)
         classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
         if monitor is not None:
             monitor.model_loaded()
