@@ -235,8 +235,11 @@ def test_detection_on_a_downscaled_plane_reports_full_frame_boxes(images_dir):
     full = det.detect(frame)
     small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (320, 180), interpolation=cv2.INTER_AREA)
     from_plane = det.detect(small, full_size=(640, 360))
-    assert len(full) >= 3
-    assert sorted(f.box for f in full) == sorted(f.box for f in from_plane)
+    assert len(full) >= 3 and len(from_plane) == len(full)
+    # The same faces, in full-frame pixels; not the same pixels to the letter (a colour frame is
+    # shrunk then converted, the plane converted then shrunk, and aarch64 rounds differently).
+    m = iou_matrix([f.box for f in full], [f.box for f in from_plane])
+    assert (m.max(axis=1) > 0.8).all(), m
 
 
 # -- capture: sources, faults, reconnecting --------------------------------------------------------
