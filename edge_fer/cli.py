@@ -19,6 +19,11 @@ def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
+        # yet to be built") concern their developers, not ours; -v shows them.
+        for name in ("absl", "tensorflow", "keras"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def handle_errors(fn):
