@@ -231,7 +231,7 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
                f"opencv {cv2.__version__}")
     click.echo(f"backend: {b.name} ({b.module} {b.version}); installed: {', '.join(available_backends(probe=False))}")
-    click.echo(f"model: {clf.path} ({clf.size_bytes / 1024:.1f} KiB)")
+    click.echo(f"model: {clf.path} ({clf.size_bytes:,} bytes, {clf.size_bytes / 1024:.1f} KiB)")
     quant = f" scale={i.scale:.6g} zero_point={i.zero_point}" if i.dtype != "float32" else ""
     click.echo(f"input: {i.width}x{i.height} {i.color} {i.dtype}{quant}  "
                f"batch={'dynamic' if i.batchable else 1}")

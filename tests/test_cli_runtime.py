@@ -120,6 +120,8 @@ def test_info_names_the_backend_and_input(default_model):
     assert r.exit_code == 0, r.output
     assert "backend: litert (ai_edge_litert.interpreter" in r.output
     assert "int8 scale=" in r.output and "labels: " in r.output
+    size = default_model.stat().st_size
+    assert f"({size:,} bytes, {size / 1024:.1f} KiB)" in r.output  # one unit, binary, everywhere
 
 
 def test_no_runtime_chatter_before_the_output_or_an_error(default_model, tmp_path):
