@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.errors import ModelError, UsageError
+from edge_fer.quiet import native_output_filtered
 from edge_fer_convert.keras_env import tensorflow_module
 
 #: Full-INT8 converter choices, tried in this order when `--max-drop` asks for more.
@@ -65,7 +66,8 @@ def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: 
     try:
         conv = _converter_for(tf, loaded, workdir)
         _configure(tf, conv, quantization, calib, variant)
-        return conv.convert()
+        with native_output_filtered():  # the MLIR quantizer prints its settings to stderr
+            return conv.convert()
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; all mean the same here

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
-from edge_fer.detector import Box, DetectedFace, FaceDetector
+from edge_fer.detector import DetectedFace, FaceDetector
 from edge_fer.pipeline.capture import Frame
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import POLL_S, Stage
@@ -168,6 +168,13 @@ class DetectStage(Stage):
                 self._apply(self.worker.take())
             if self._due(frame.index) and self.worker.submit(frame):
                 self._last_submitted = frame.index
+                if self.lossless:
+                    # Offline, a frame gets the boxes of its own detection: when a detection
+                    # would land otherwise depends on how fast the stages run, and a file must
+                    # give the same answers on any machine (the arm64 lane compares them).
+                    while self.worker.busy and not self.stop_event.is_set():
+                        self._apply(self.worker.take(POLL_S))
+                    self._apply(self.worker.take())
             self.emit(self.outbox, TrackedFrame(frame, self.tracker.snapshot()))
 
     def close(self) -> None:
