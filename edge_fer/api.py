@@ -184,8 +184,12 @@ class OutputOptions:
     record: str | None = None
     """Save the annotated stream to a video (.avi or .mkv, which survive a crash); strftime
     fields (`%Y%m%d-%H%M%S`) give each run a file of its own."""
+    results: str | None = None
+    """Write every processed frame's faces to this file: `.jsonl` (JSON lines) or `.csv` (a
+    row per face); strftime fields give each run a file of its own. See
+    `edge_fer.sinks.results.ResultsSink`."""
     overwrite: bool = False
-    """Replace an existing `record` file (otherwise it is refused)."""
+    """Replace an existing `record` or `results` file (otherwise it is refused)."""
     serve: str | None = None
     """Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT."""
     token: str | None = None
@@ -199,8 +203,14 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
     from edge_fer.sinks.display import DisplaySink, gui_problem
     from edge_fer.sinks.jsonlines import JsonLinesSink
     from edge_fer.sinks.recorder import RecorderSink
+    from edge_fer.sinks.results import ResultsSink
 
     sinks = list(first)
+    if out.results:
+        results = ResultsSink(_run_name(out.results), pipeline.classifier.labels,
+                              started=lambda: pipeline.started_at, overwrite=out.overwrite)
+        cleanup.callback(results.close)
+        sinks.append(results)
     if out.log_json:
         json_log = JsonLinesSink(out.log_json, out.log_interval, header,
                                  max_bytes=out.log_max_bytes, backups=out.log_backups)
@@ -209,11 +219,15 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
     if out.display or (out.display is None and gui_problem() is None):
         sinks.append(DisplaySink(pipeline.stop))
     if out.record:
-        # strftime fields give each run (a service's restarts) a file of its own.
-        record = time.strftime(out.record) if "%" in out.record else out.record
-        sinks.append(RecorderSink(record, overwrite=out.overwrite))
+        sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite))
     for sink in sinks:
         pipeline.add_sink(sink)
+
+
+def _run_name(path: str) -> str:
+    """`path` with its strftime fields filled in: each run (a service's restarts) gets a file
+    of its own."""
+    return time.strftime(path) if "%" in path else path
 
 
 def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):

@@ -332,7 +332,12 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               help="Save the annotated stream to a video: .mkv (MPEG-4) or .avi (MJPEG), both "
                    "readable if the run is cut short; the only way frames reach the disk. An "
                    "existing file is refused; strftime fields (%Y%m%d-%H%M%S) name each run's own.")
-@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
+@click.option("--results", type=click.Path(), metavar="FILE",
+              help="Write every processed frame's faces (frame, time, track, box, smoothed and "
+                   "raw label, scores per label) to FILE: .jsonl (a JSON line per frame) or .csv "
+                   "(a row per face). Every frame of a file read offline; an existing file is "
+                   "refused; strftime fields name each run's own.")
+@click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -349,7 +354,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
-        log_backups, display, record, overwrite, max_frames, duration, serve, token):
+        log_backups, display, record, results, overwrite, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -371,7 +376,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     src = open_source(capture)
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
-                        overwrite=overwrite, serve=serve, token=token)
+                        results=results, overwrite=overwrite, serve=serve, token=token)
     with contextlib.ExitStack() as cleanup:
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.

@@ -55,7 +55,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                   "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "overwrite", "max_frames", "duration"),
+    "output": ("display", "record", "results", "overwrite", "max_frames", "duration"),
     "server": ("serve", "token"),
 }
 #: Files the run reads: the command line checks them when it loads them, the config file at once,
