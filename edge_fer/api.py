@@ -194,6 +194,12 @@ class OutputOptions:
     """Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT."""
     token: str | None = None
     """Access token for `serve`, required on a non-loopback address."""
+    blur_faces: bool = False
+    """Blur each face in what is shown and kept (the served stream, the window, the recording);
+    the model still sees the faces."""
+    faces_api: str = "full"
+    """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
+    "aggregate" (faces per label only)."""
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,
@@ -217,9 +223,10 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
         cleanup.callback(json_log.close)
         sinks.append(json_log)
     if out.display or (out.display is None and gui_problem() is None):
-        sinks.append(DisplaySink(pipeline.stop))
+        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces))
     if out.record:
-        sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite))
+        sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite,
+                                  blur_faces=out.blur_faces))
     for sink in sinks:
         pipeline.add_sink(sink)
 
@@ -239,7 +246,8 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):
         return None
     from edge_fer.sinks.server import ServerOptions, ServerSink
 
-    return cleanup.enter_context(ServerSink(ServerOptions.from_serve(out.serve, out.token)))
+    return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
+        out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api)))
 
 
 def _names(cls: type) -> tuple[str, ...]:

@@ -338,6 +338,9 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "(a row per face). Every frame of a file read offline; an existing file is "
                    "refused; strftime fields name each run's own.")
 @click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
+@click.option("--blur-faces", is_flag=True,
+              help="Blur every face in what is shown or kept: the served stream, the window and "
+                   "--record (the model still sees the faces).")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -349,12 +352,17 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               envvar="EDGE_FER_TOKEN",
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
+@click.option("--faces-api", type=click.Choice(["full", "aggregate"]), default="full",
+              show_default=True,
+              help="What /api/faces tells: full (each face's track id, box, label, scores) or "
+                   "aggregate (how many faces show each label: no boxes, no track ids).")
 @handle_errors
 def run(camera, source, width, height, fps, realtime, source_timeout, model, labels,
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
-        log_backups, display, record, results, overwrite, max_frames, duration, serve, token):
+        log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
+        token, faces_api):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -376,7 +384,8 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     src = open_source(capture)
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
-                        results=results, overwrite=overwrite, serve=serve, token=token)
+                        results=results, overwrite=overwrite, serve=serve, token=token,
+                        blur_faces=blur_faces, faces_api=faces_api)
     with contextlib.ExitStack() as cleanup:
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.

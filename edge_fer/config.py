@@ -55,8 +55,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                   "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "results", "overwrite", "max_frames", "duration"),
-    "server": ("serve", "token"),
+    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration"),
+    "server": ("serve", "token", "faces_api"),
 }
 #: Files the run reads: the command line checks them when it loads them, the config file at once,
 #: so `check-config` catches a wrong path before a restart does.

@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 
 from edge_fer import __version__
 from edge_fer.config import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
-from edge_fer.draw import draw_faces
+from edge_fer.draw import blur_faces, draw_faces
 from edge_fer.errors import UsageError
 from edge_fer.results import FrameResult, StatsSnapshot
 from edge_fer.sinks.base import Sink
@@ -45,6 +45,8 @@ from edge_fer.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgeferframe"
+#: What `/api/faces` can tell (`ServerOptions.faces_api`, `run --faces-api`).
+FACES_API_MODES = ("full", "aggregate")
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s]*")
 
 
@@ -67,6 +69,11 @@ class ServerOptions:
     """Seconds a client may stall a send or a request read before it is dropped."""
     max_streams: int = 8
     """Concurrent `/stream.mjpg` clients; more get 503."""
+    blur_faces: bool = False
+    """Blur each face in `/stream.mjpg` and `/frame.jpg` (boxes and labels stay)."""
+    faces_api: str = "full"
+    """What `/api/faces` tells: "full" (each face's track id, box, label and scores) or
+    "aggregate" (how many faces show each label; no boxes, no track ids)."""
 
     @classmethod
     def from_serve(cls, serve: str | None, token: str | None = None, **kw) -> "ServerOptions":
@@ -77,6 +84,11 @@ class ServerOptions:
             raise UsageError(f"--serve {serve!r}: {exc}: allowed HOST:PORT with PORT 1-65535, "
                              "e.g. 127.0.0.1:8080") from None
         return cls(host=host, port=port, token=token or None, **kw)
+
+    def __post_init__(self):
+        if self.faces_api not in FACES_API_MODES:
+            raise UsageError(f"faces_api {self.faces_api!r}: allowed "
+                             f"{' or '.join(FACES_API_MODES)}")
 
 
 def _finite(value):
@@ -293,7 +305,10 @@ class ServerSink(Sink):
                 return None, 0
             if self._jpeg_seq != seq:
                 # The pipeline shares the frame with every sink: draw on a copy.
-                frame = draw_faces(result.frame.copy(), result.faces)
+                frame = result.frame.copy()
+                if self.options.blur_faces:
+                    blur_faces(frame, result.faces)
+                draw_faces(frame, result.faces)
                 ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.options.jpeg_quality])
                 if not ok:
                     log.warning("cannot encode frame %d as JPEG", result.index)
@@ -303,14 +318,24 @@ class ServerSink(Sink):
             return self._jpeg, self._jpeg_seq
 
     def faces_json(self) -> dict:
+        """What `/api/faces` serves: the newest frame's faces, or with `faces_api="aggregate"`
+        only how many show each label (`{"count": N, "counts": {label: n}}`)."""
         result, _, _, age = self.snapshot()
+        aggregate = self.options.faces_api == "aggregate"
         if result is None:
-            return {"index": None, "age_s": None, "latency_ms": None, "faces": []}
+            empty = {"count": 0, "counts": {}} if aggregate else {"faces": []}
+            return {"index": None, "age_s": None, "latency_ms": None, **empty}
+        head = {"index": result.index, "age_s": round(age, 3),
+                "latency_ms": round(result.latency_ms, 2)}
+        if aggregate:
+            counts: dict[str, int] = {}
+            for f in result.faces:
+                counts[f.label] = counts.get(f.label, 0) + 1
+            return _finite({**head, "count": len(result.faces), "counts": dict(sorted(counts.items()))})
         faces = [{"track_id": f.track_id, "box": [int(v) for v in f.box], "label": f.label,
                   "score": float(f.score), "scores": {k: float(v) for k, v in f.scores.items()},
                   "raw_label": f.raw_label} for f in result.faces]
-        return _finite({"index": result.index, "age_s": round(age, 3),
-                        "latency_ms": round(result.latency_ms, 2), "faces": faces})
+        return _finite({**head, "faces": faces})
 
     # --- HTTP ----------------------------------------------------------------------------------
 
