@@ -250,6 +250,22 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):
         out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api)))
 
 
+#: The detection width of `predict` and of the server's `POST /api/predict`: uploads are
+#: photos, analysed as `edge-fer predict` analyses them.
+PREDICT_DETECT_WIDTH = 640
+
+
+def upload_analyzer(**options: Any) -> Analyzer:
+    """The `Analyzer` that answers a run's `POST /api/predict` (`ServerSink.serve_predictions`):
+    the run's model and detector options (`model`, `labels`, ..., `detector`, `min_face`, ...;
+    others are ignored), with a model instance and a detector of its own, one interpreter thread,
+    and `predict`'s detection width, so it answers what `edge-fer predict` would."""
+    kw = {k: options[k] for k in _CLASSIFIER_KEYS + _DETECTOR_KEYS
+          if options.get(k) is not None and k not in ("model", "detector", "threads")}
+    kw["detect_width"] = PREDICT_DETECT_WIDTH
+    return Analyzer(options.get("model"), options.get("detector") or DEFAULT_DETECTOR, 1, **kw)
+
+
 def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
@@ -437,6 +453,7 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
                          first=[sink] + ([server] if server else []))
         if server is not None:
             server.follow(pipeline.stats)
+            server.serve_predictions(upload_analyzer(**classifier_kw, **detector_kw))
         return Stream(pipeline, sink, cleanup)
 
 
@@ -459,4 +476,4 @@ def _closing_on_error(cleanup: contextlib.ExitStack) -> Iterator[None]:
 
 __all__ = ["Analyzer", "Face", "ImageInput", "OutputOptions", "STREAM_OPTIONS", "Stream",
            "add_output_sinks", "analyze", "default_model_path", "load_classifier",
-           "load_detector", "load_image", "open_server", "run_header", "stream"]
+           "load_detector", "load_image", "open_server", "run_header", "stream", "upload_analyzer"]

@@ -233,6 +233,13 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
         click.echo("provenance: " + json.dumps(clf.metadata.provenance, sort_keys=True))
 
 
+#: `predict` options that choose the model or the detector: the server's own are used with
+#: --server, so giving one there is a mistake worth saying.
+_LOCAL_ONLY = ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend",
+               "detector", "detect_score", "cascade", "scale_factor", "min_neighbors", "min_face",
+               "detect_width", "no_detect")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @model_options
@@ -240,45 +247,69 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @click.option("--no-detect", is_flag=True, help="Each image is an already-cropped face.")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write annotated copies here.")
+@click.option("--server", metavar="URL",
+              help="Send the images to a running `edge-fer run --serve` at URL "
+                   "(http://HOST:PORT) and print its answers as a local run would; the "
+                   "server's model and detector are used.")
+@click.option("--token", envvar="EDGE_FER_TOKEN",
+              help="With --server: its access token (default: $EDGE_FER_TOKEN).")
 @handle_errors
 def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, detector,
             detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width, as_json,
-            no_detect, annotate):
+            no_detect, annotate, server, token):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
     from pathlib import Path
 
-    from edge_fer.api import Analyzer
-    from edge_fer.errors import InputError
+    from edge_fer.errors import InputError, UsageError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
-    from edge_fer.draw import draw_faces
     from edge_fer.predict import ImageResult
 
-    analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
-                        labels=labels, normalization=normalization, crop_margin=crop_margin,
-                        **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
-                                          min_face, detect_width))
+    if server:
+        from click.core import ParameterSource
+
+        from edge_fer.remote import RemotePredictor
+
+        ctx = click.get_current_context()
+        given = [name for name in _LOCAL_ONLY
+                 if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} has no effect with --server: the "
+                             "server analyses with its own model and detector")
+        remote = RemotePredictor(server, token)
+    else:
+        from edge_fer.api import Analyzer
+        from edge_fer.draw import draw_faces
+
+        analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
+                            labels=labels, normalization=normalization, crop_margin=crop_margin,
+                            **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
+                                              min_face, detect_width))
     out_dir = Path(annotate) if annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in iter_image_paths(paths):
         try:
-            frame = read_image(path)
+            if server:
+                data = _read_bytes(path)
+                faces = remote.predict(data, str(path))
+            else:
+                frame = read_image(path)
+                faces = analyzer.analyze(frame)
         except InputError as exc:
             # One bad file among many must not lose the results of the others.
             click.echo(f"edge-fer: error: {exc}", err=True)
             failures += 1
             continue
-        faces = analyzer.analyze(frame)
         result = ImageResult(str(path), faces)
-        if as_json:
-            click.echo(json.dumps(result.to_dict()))
-        else:
-            desc = ", ".join(f"{f.label} {f.score:.2f} at {tuple(f.box)}" for f in faces) or "no faces"
-            click.echo(f"{path}: {len(faces)} face(s): {desc}")
+        click.echo(json.dumps(result.to_dict()) if as_json else result.line())
         if out_dir:
+            if server:
+                target = out_dir / (path.stem + "_annotated.jpg")
+                write_atomically(target, remote.annotated(data, str(path)))
+                continue
             import cv2
 
             target = out_dir / (path.stem + "_annotated" + (path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"))
@@ -290,6 +321,15 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
             write_atomically(target, buf.tobytes())
     if failures:
         sys.exit(3)
+
+
+def _read_bytes(path) -> bytes:
+    from edge_fer.errors import InputError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -372,7 +412,8 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     import contextlib
     import os
 
-    from edge_fer.api import OutputOptions, add_output_sinks, open_server, run_header
+    from edge_fer.api import (OutputOptions, add_output_sinks, open_server, run_header,
+                              upload_analyzer)
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
     from edge_fer.sinks.log import LogSink, format_summary
@@ -415,6 +456,11 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
                                                                     smoothing=smoothing)))
         if server is not None:
             server.follow(pipeline.stats)
+            server.serve_predictions(upload_analyzer(
+                model=model, labels=labels, normalization=normalization, crop_margin=crop_margin,
+                tta=tta, backend=backend, detector=detector,
+                **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face,
+                                  detect_width)))
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
         add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
         with stop_on_signals(pipeline):

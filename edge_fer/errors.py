@@ -52,3 +52,10 @@ class OutputError(EdgeFerError):
     (a full disk, a file-size limit, an I/O error)."""
 
     exit_code = 7
+
+
+class ServerError(EdgeFerError):
+    """The server `predict --server` sends images to cannot be reached, refused the token, or
+    answered something other than a result."""
+
+    exit_code = 8
