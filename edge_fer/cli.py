@@ -22,6 +22,11 @@ def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
+        # yet to be built") concern their developers, not ours; -v shows them.
+        for name in ("absl", "tensorflow", "keras"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def handle_errors(fn):
@@ -223,7 +228,7 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
                f"opencv {cv2.__version__}")
     click.echo(f"backend: {b.name} ({b.module} {b.version}); installed: {', '.join(available_backends(probe=False))}")
-    click.echo(f"model: {clf.path} ({clf.size_bytes / 1024:.1f} KiB)")
+    click.echo(f"model: {clf.path} ({clf.size_bytes:,} bytes, {clf.size_bytes / 1024:.1f} KiB)")
     quant = f" scale={i.scale:.6g} zero_point={i.zero_point}" if i.dtype != "float32" else ""
     click.echo(f"input: {i.width}x{i.height} {i.color} {i.dtype}{quant}  "
                f"batch={'dynamic' if i.batchable else 1}")
