@@ -13,6 +13,7 @@ import edge_fer
 from clips import make_clip
 from conftest import assert_one_line_error, run_cli, small_disk
 from edge_fer.errors import InputError, UsageError
+from edge_fer.pipeline.tracking import iou_matrix
 from edge_fer.sinks.results import CSV_COLUMNS
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -24,12 +25,7 @@ def clip(tmp_path_factory, images_dir):
 
 
 def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / float(aw * ah + bw * bh - inter)
+    return float(iou_matrix([a], [b])[0, 0])
 
 
 def csv_frames(path) -> tuple[list[str], dict[int, list[dict]]]:
