@@ -123,8 +123,9 @@ class EmotionClassifier:
         if len(details) != 1:
             raise ModelError(f"{self.path}: expected one input tensor, found {len(details)}")
         d = details[0]
-        shape = list(d["shape"])
-        sig = list(d.get("shape_signature", shape))
+        # Plain ints: the error below shows the shape, and numpy 2 prints np.int32(1) otherwise.
+        shape = [int(n) for n in d["shape"]]
+        sig = [int(n) for n in d.get("shape_signature", shape)]
         if len(shape) != 4 or shape[3] not in (1, 3):
             raise ModelError(
                 f"{self.path}: the model's input {shape} is not an image (expected "
@@ -146,7 +147,8 @@ class EmotionClassifier:
             raise ModelError(f"{self.path}: expected one output tensor (class scores), found {len(details)}")
         d = details[0]
         if len(d["shape"]) != 2:
-            raise ModelError(f"{self.path}: output shape {list(d['shape'])} is not [batch, classes]")
+            raise ModelError(f"{self.path}: output shape {[int(n) for n in d['shape']]} is not "
+                             "[batch, classes]")
         return d
 
     def _resolve_metadata(self, content: bytes) -> ModelMetadata:
