@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_fer.backends import Backend, BackendInfo, load_backend
 from edge_fer.errors import InputError, ModelError
-from edge_fer.metadata import ModelMetadata, load_metadata, normalize
+from edge_fer.metadata import ModelMetadata, load_metadata, normalize, verify_checksum
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,9 @@ class EmotionClassifier:
             raise ModelError(f"{self.path} is not a valid TFLite model (no TFL3 header): "
                              "the file is damaged or not a model")
         self.size_bytes = len(content)
+        # Checked before the interpreter sees the model: damaged weights load and answer, just
+        # wrongly. None for a model written without a checksum (it runs, unverified).
+        self.verified_sha256: str | None = verify_checksum(self.path, content)
         self.backend = backend or load_backend(self.options.backend)
         self._interp = self.backend.make_interpreter(content, self.options.num_threads,
                                                     str(self.path))

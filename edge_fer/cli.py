@@ -217,6 +217,11 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
                f"opencv {cv2.__version__}")
     click.echo(f"backend: {b.name} ({b.module} {b.version}); installed: {', '.join(available_backends(probe=False))}")
     click.echo(f"model: {clf.path} ({clf.size_bytes / 1024:.1f} KiB)")
+    if clf.verified_sha256:
+        click.echo(f"integrity: verified (flatbuffer sha256 {clf.verified_sha256})")
+    else:
+        click.echo("integrity: unverified (the model carries no checksum; re-convert it with "
+                   "'edge-fer convert' to add one)")
     quant = f" scale={i.scale:.6g} zero_point={i.zero_point}" if i.dtype != "float32" else ""
     click.echo(f"input: {i.width}x{i.height} {i.color} {i.dtype}{quant}  "
                f"batch={'dynamic' if i.batchable else 1}")
