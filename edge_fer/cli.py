@@ -101,6 +101,16 @@ def detector_options(fn=None, *, detect_width: int = 640):
     return fn
 
 
+def max_pixels_option(fn):
+    """`--max-pixels N`: images larger than this are refused from their header, undecoded."""
+    from edge_fer.images import DEFAULT_MAX_PIXELS
+
+    return click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
+                        type=click.IntRange(1), metavar="N",
+                        help="Refuse images of more than N pixels (width x height), checked "
+                             "from the file's header before decoding.")(fn)
+
+
 class _EarlyError(click.ClickException):
     """An EdgeFerError raised while click parses options (outside handle_errors), shown the same way."""
 
@@ -238,9 +248,11 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @click.option("--no-detect", is_flag=True, help="Each image is an already-cropped face.")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write annotated copies here.")
+@max_pixels_option
 @handle_errors
 def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, cascade,
-            scale_factor, min_neighbors, min_face, detect_width, as_json, no_detect, annotate):
+            scale_factor, min_neighbors, min_face, detect_width, as_json, no_detect, annotate,
+            max_pixels):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
     from pathlib import Path
@@ -260,7 +272,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     failures = 0
     for path in iter_image_paths(paths):
         try:
-            frame = read_image(path)
+            frame = read_image(path, max_pixels=max_pixels)
         except InputError as exc:
             # One bad file among many must not lose the results of the others.
             click.echo(f"edge-fer: error: {exc}", err=True)
@@ -299,6 +311,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "(default: the file's own rate).")
 @click.option("--realtime", is_flag=True,
               help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@max_pixels_option
 @model_options
 @detector_options(detect_width=320)
 @click.option("--detect-every", default=5, show_default=True, type=click.IntRange(1),
@@ -333,8 +346,8 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
 @handle_errors
-def run(camera, source, width, height, fps, realtime, model, labels, normalization, crop_margin,
-        threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
+def run(camera, source, width, height, fps, realtime, max_pixels, model, labels, normalization,
+        crop_margin, threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
         detect_every, smoothing, iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
@@ -354,7 +367,7 @@ def run(camera, source, width, height, fps, realtime, model, labels, normalizati
     camera, source = _one_source(click.get_current_context(), camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
-                             lores_width=detect_width)
+                             lores_width=detect_width, max_pixels=max_pixels)
     src = open_source(capture)
     with contextlib.ExitStack() as cleanup:
         sinks = []
@@ -435,9 +448,11 @@ def _one_source(ctx, camera, source):
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Also draw the confusion matrix to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@max_pixels_option
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
-             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, plot, as_json):
+             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, plot, as_json,
+             max_pixels):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
@@ -454,7 +469,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
     extra = {}
     if detect:
-        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit)
+        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
+                           max_pixels=max_pixels)
         ds = remap_labels(ds, clf.labels)
         det = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
         ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
@@ -466,7 +482,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
                              "try --no-detect for face crops, or a smaller --min-face")
     else:
         ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
-                                        limit=limit, classes=clf.labels), clf.labels)
+                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
+                          clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
     if plot:
         from pathlib import Path

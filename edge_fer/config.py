@@ -49,7 +49,7 @@ MIN_TOKEN_LENGTH = 16
 #: it means (the help text) are read off the click option, so the file and the command line
 #: cannot drift apart.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "source": ("camera", "source", "width", "height", "fps", "realtime"),
+    "source": ("camera", "source", "width", "height", "fps", "realtime", "max_pixels"),
     "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
     "detection": ("cascade", "scale_factor", "min_neighbors", "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),

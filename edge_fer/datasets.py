@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from edge_fer.errors import InputError
-from edge_fer.images import IMAGE_SUFFIXES, read_image, resize_to
+from edge_fer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, resize_to
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,13 @@ def load_folder(
     limit: int | None = None,
     seed: int = 0,
     classes: Sequence[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> LabelledImages:
     """Load a folder of class subfolders.
 
     `size` is (width, height) to resize to; `limit` draws a stratified sample; `classes`, when
-    given, fixes the label order (a model's) and rejects folders it does not name.
+    given, fixes the label order (a model's) and rejects folders it does not name; an image
+    over `max_pixels` is refused before it is decoded.
     """
     root = Path(root)
     found = list_class_folders(root)
@@ -131,7 +133,7 @@ def load_folder(
         label_arr = label_arr[keep]
 
     def load_one(p: Path) -> np.ndarray:
-        return _resize(read_image(p, color=color), size)
+        return _resize(read_image(p, color=color, max_pixels=max_pixels), size)
 
     # JPEG decoding releases the GIL, so a few threads cut a 30k-image load several times over.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
@@ -326,12 +328,14 @@ def load_labelled(
     *,
     usage: str | None = None,
     classes: Sequence[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **kwargs,
 ) -> LabelledImages:
     """A folder of class subfolders, a FER2013 CSV or an `.npz`, by what `source` is.
 
     `classes` (a model's labels) fixes the label order of folders and names the labels of an
-    `.npz` without its own 'classes'; CSV labels are always the FER2013 order.
+    `.npz` without its own 'classes'; CSV labels are always the FER2013 order. `max_pixels`
+    caps the images of a folder (CSV and .npz rows are arrays already).
     """
     source = Path(source)
     suffix = source.suffix.lower()
@@ -341,7 +345,7 @@ def load_labelled(
         return load_fer_csv(source, usage=usage, **kwargs)
     if suffix == ".npz":
         return load_npz(source, classes=classes, **kwargs)
-    return load_folder(source, classes=classes, **kwargs)
+    return load_folder(source, classes=classes, max_pixels=max_pixels, **kwargs)
 
 
 def remap_labels(data: LabelledImages, classes: Sequence[str]) -> LabelledImages:

@@ -64,6 +64,9 @@ class CaptureOptions:
     """Live sources: give up after this long without frames; None keeps trying until stopped."""
     open_timeout_s: float = 10.0
     """Streams: how long opening or reading may block."""
+    max_pixels: int | None = None
+    """Image folders: images larger than this are skipped before decoding (None: the default
+    of `edge_fer.images.read_image`)."""
 
 
 @dataclass
@@ -172,8 +175,9 @@ class VideoFileSource(_OpenCVSource):
 class ImageFolderSource(Source):
     """The images of a folder, in name order, as frames; unreadable files are skipped."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, max_pixels: int | None = None):
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self._paths: list[Path] = []
         self._next = 0
         self.skipped = 0
@@ -192,13 +196,13 @@ class ImageFolderSource(Source):
         self._next = 0
 
     def read(self):
-        from edge_fer.images import read_image
+        from edge_fer.images import DEFAULT_MAX_PIXELS, read_image
 
         while self._next < len(self._paths):
             path = self._paths[self._next]
             self._next += 1
             try:
-                return read_image(path), None
+                return read_image(path, max_pixels=self.max_pixels or DEFAULT_MAX_PIXELS), None
             except InputError as exc:
                 # One bad file in a folder of frames must not end the run.
                 self.skipped += 1
@@ -421,7 +425,7 @@ def open_source(options: CaptureOptions, camera=None) -> Source:
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", src):
         return StreamSource(src, o.open_timeout_s)
     if Path(src).is_dir():
-        return ImageFolderSource(src)
+        return ImageFolderSource(src, o.max_pixels)
     return VideoFileSource(src)
 
 
