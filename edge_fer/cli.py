@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 
 import click
@@ -21,6 +22,22 @@ def _setup_logging(verbose: int) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: `finally` blocks
+    and atexit handlers run (a conversion's temporary SavedModel, TensorFlow's autograph files)
+    instead of the process vanishing with them left behind."""
+
+
+#: Exit status of a process stopped by SIGTERM (128 + 15), as the shell reports a killed one.
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+    # Once: a second SIGTERM while cleaning up kills at once, as before.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated
+
+
 def handle_errors(fn):
     """Turn the project's errors and the usual OS failures into one line and an exit code."""
 
@@ -31,6 +48,9 @@ def handle_errors(fn):
         except EdgeFerError as exc:
             click.echo(f"edge-fer: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:
+            click.echo("edge-fer: terminated (SIGTERM)", err=True)
+            sys.exit(TERMINATED_EXIT)
         except KeyboardInterrupt:
             click.echo("edge-fer: interrupted", err=True)
             sys.exit(130)
@@ -637,6 +657,9 @@ def check_config(file, keys):
 
 
 def main() -> None:
+    # Here, not in the group: only the real process turns SIGTERM into a clean exit (a test
+    # runner calling `cli` keeps its own handlers). `run` installs its own for a graceful stop.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     cli(prog_name="edge-fer")
 
 
