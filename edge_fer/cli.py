@@ -63,7 +63,41 @@ def handle_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: click 8.2+ raises this for a bare `edge-fer` (8.1 prints the help itself and exits 0).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class EdgeFerGroup(click.Group):
+    """The command group, with click's own errors (a bad option value, an unknown option, a
+    missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:
+            exc.show()  # `edge-fer` alone: the help, as click shows it
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError):
+                where = exc.ctx.command_path if exc.ctx is not None else prog_name or self.name
+                hint = f" (see '{where} --help')"
+            click.echo(f"edge-fer: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:
+            # Ctrl-C or SIGTERM outside a command (while click parses): click's "Aborted!".
+            if isinstance(exc.__cause__, Terminated):
+                click.echo("edge-fer: terminated (SIGTERM)", err=True)
+                sys.exit(TERMINATED_EXIT)
+            click.echo("edge-fer: interrupted", err=True)
+            sys.exit(130)
+        # --help and --version come back as their exit code; commands return None.
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=EdgeFerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-fer")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -132,14 +166,12 @@ def max_pixels_option(fn):
 
 
 class _EarlyError(click.ClickException):
-    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same way."""
+    """An EdgeFerError raised while click parses options (outside handle_errors), with its exit
+    code; EdgeFerGroup shows it as the same one line."""
 
     def __init__(self, exc: EdgeFerError):
         super().__init__(str(exc))
         self.exit_code = exc.exit_code
-
-    def show(self, file=None) -> None:
-        click.echo(f"edge-fer: error: {self.message}", err=True)
 
 
 class LabelsType(click.ParamType):
@@ -384,7 +416,12 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
     from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
                                          format_summary, gui_problem)
 
-    camera, source = _one_source(click.get_current_context(), camera, source)
+    ctx = click.get_current_context()
+    if token and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+        click.echo("edge-fer: warning: --token on the command line can be read by every user of "
+                   "this machine in /proc/PID/cmdline (ps -ef): set $EDGE_FER_TOKEN or [server] "
+                   "token in a config file (chmod 600) instead", err=True)
+    camera, source = _one_source(ctx, camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
                              lores_width=detect_width, max_pixels=max_pixels)

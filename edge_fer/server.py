@@ -121,6 +121,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"edge-fer/{__version__}"
     server: _HTTPServer
 
+    def version_string(self) -> str:
+        # The stdlib appends "Python/3.x.y": an attacker's shortcut to known bugs, no use to anyone else.
+        return self.server_version
+
     def setup(self):
         # Applies to reads and sends: a client that never reads has its send time out and is
         # dropped; one that never sends a request is dropped too.
