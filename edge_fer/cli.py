@@ -166,12 +166,15 @@ def max_pixels_option(fn):
 
 
 class _EarlyError(click.ClickException):
-    """An EdgeFerError raised while click parses options (outside handle_errors), with its exit
-    code; EdgeFerGroup shows it as the same one line."""
+    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same
+    way (by EdgeFerGroup, or by `show` for a command used outside the group)."""
 
     def __init__(self, exc: EdgeFerError):
         super().__init__(str(exc))
         self.exit_code = exc.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"edge-fer: error: {self.message}", err=True)
 
 
 class LabelsType(click.ParamType):
