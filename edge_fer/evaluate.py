@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge_fer.datasets import LabelledImages
+from edge_fer.detector import FaceDetector, crop_face
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,17 @@ def evaluate_probs(predict: Callable[[np.ndarray], np.ndarray], data: LabelledIm
     return result
 
 
-def detect_largest_faces(data: LabelledImages, detector, size: tuple[int, int], color: str,
+def detect_largest_faces(data: LabelledImages, detector: FaceDetector, size: tuple[int, int], color: str,
                          margin: float) -> tuple[LabelledImages, int]:
-    """Crops of the largest detected face of each image, and how many images had none."""
-    from edge_fer.detector import crop_face
-
+    """Crops of the largest detected face of each image (through the detector's crop
+    transform, then `margin`), and how many images had none."""
     keep, crops = [], []
     for i, img in enumerate(data.images):
-        boxes = detector.detect(img)
-        if boxes:
+        faces = detector.detect(img)
+        if faces:
             keep.append(i)
-            crops.append(crop_face(img, boxes[0], size, color, margin))
+            h, w = img.shape[:2]
+            crops.append(crop_face(img, detector.crop_box(faces[0].box, w, h), size, color, margin))
     idx = np.asarray(keep, dtype=np.int64)
     images = np.stack(crops) if crops else np.zeros((0, size[1], size[0]), np.uint8)
     return (LabelledImages(images, data.labels[idx], data.classes, [data.paths[i] for i in keep]),

@@ -1,12 +1,13 @@
 """Typed results that flow from the pipeline to its sinks (log, display, recorder, web server).
 
-Sinks receive a `FrameResult` for each processed frame. The frame array is shared, not copied:
+Sinks receive a `FrameResult` for each processed frame with the newest `StatsSnapshot`, the
+`TrackEvent`s and, at the end, a `RunSummary`. The frame array is shared, not copied:
 a sink that draws must draw on its own copy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -73,3 +74,74 @@ class TrackEvent:
                 "label": self.label, "score": round(self.score, 4), "previous": self.previous,
                 "box": [int(v) for v in self.box] if self.box else None,
                 "scores": {k: round(float(v), 4) for k, v in self.scores.items()}}
+
+
+def _figure(doc: str, metric: str | None = "gauge"):
+    """A field of the stats: `doc` says what it measures (the one definition: the Prometheus
+    help, `describe_stats()` and README's "Figures" table follow it); `metric` is its
+    Prometheus kind ("gauge", "counter") or None when it is not exported."""
+    return field(metadata={"doc": doc, "metric": metric})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatsSnapshot:
+    """The run's figures at one moment: what the log line, the `stats` records of the JSON log,
+    `/api/stats`, `/metrics`, systemd's STATUS= and the end-of-run summary all show, under these
+    names. Rates are over the last `RATE_WINDOW_S` seconds; percentiles over the last
+    `WINDOW_SAMPLES` measurements (see `edge_fer.pipeline.stats`). A percentile is None before its
+    first measurement."""
+
+    frames_captured: int = _figure("Frames read from the source.", "counter")
+    frames_processed: int = _figure("Frames that went through detection/tracking and "
+                                    "classification and reached the sinks.", "counter")
+    frames_dropped: int = _figure("Frames discarded by a full queue between stages so that a "
+                                  "live source stays current (0 for a file read offline).", "counter")
+    capture_fps: float = _figure("Frames read from the source per second, over the last 5 s.")
+    fps: float = _figure("Frames processed per second, over the last 5 s.")
+    detect_p50_ms: float | None = _figure("Median time of one face-detector pass in ms (passes run "
+                                          "every --detect-every frames, tracking in between).")
+    detect_p95_ms: float | None = _figure("95th percentile of one face-detector pass in ms.")
+    classify_p50_ms: float | None = _figure("Median time to classify all the faces of one frame "
+                                            "in ms (cropping and the interpreter).")
+    classify_p95_ms: float | None = _figure("95th percentile of classifying one frame's faces in ms.")
+    latency_p50_ms: float | None = _figure(
+        "Median latency in ms: from the moment the source returned a frame to the moment its "
+        "faces were classified (queueing, detection or tracking and classification; not the "
+        "camera's own exposure and transfer, nor the sinks).")
+    latency_p95_ms: float | None = _figure("95th percentile of the latency in ms.")
+    faces: int = _figure("Faces in the newest processed frame.")
+    uptime_s: float = _figure("Seconds since the pipeline started.")
+    first_result_s: float | None = _figure("Seconds from the start to the first processed frame.")
+    first_face_s: float | None = _figure("Seconds from the start to the first frame with a face.")
+    detections: int = _figure("Face-detector passes so far.", "counter")
+    tracks_started: int = _figure("Face tracks started so far (faces that appeared).", "counter")
+    reconnects: int = _figure("Times a lost live source was reopened.", "counter")
+    model_failures: int = _figure("Frames on which the model raised an error (their faces are "
+                                  "left out).", "counter")
+    source_fps: float | None = _figure("The source's own frame rate, when it reports one.")
+
+    def to_dict(self) -> dict:
+        """The figures by name, JSON-ready (what `/api/stats` serves and the log records)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary(StatsSnapshot):
+    """The figures at the end of a run and how it ended: the JSON log's `summary` record and the
+    line `edge-fer run` prints."""
+
+    source: str = _figure("What was read (camera, file or stream, without passwords).", None)
+    fps_mean: float = _figure("Frames processed per second over the whole run: frames_processed "
+                              "divided by the time from the start to the last result (the "
+                              "throughput of a file read offline).", None)
+    dropped_by_queue: dict[str, int] = _figure("frames_dropped split by the queue that dropped "
+                                               "them.", None)
+    stop_reason: str = _figure("Why the run ended: end of source, max frames, duration, a "
+                               "signal, or the stage that failed.", None)
+    error: str | None = _figure("The error that ended the run, or None.", None)
+    started_wall: float | None = _figure("Unix time at which the pipeline started.", None)
+
+
+def describe_stats(cls: type = RunSummary) -> dict[str, str]:
+    """Field name -> what it measures, for documentation and help texts."""
+    return {f.name: f.metadata["doc"] for f in fields(cls)}

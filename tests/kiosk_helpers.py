@@ -20,7 +20,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from edge_fer.results import FrameResult, TrackedFace
+from edge_fer.results import FrameResult, RunSummary, StatsSnapshot, TrackedFace
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def load_frames(images_dir: Path, width: int = 640) -> list[tuple[np.ndarray, li
         img = cv2.imread(str(path))
         scale = width / img.shape[1]
         img = cv2.resize(img, (width, int(round(img.shape[0] * scale))))
-        out.append((img, det.detect(img)))
+        out.append((img, [f.box for f in det.detect(img)]))
     assert out, f"no images in {images_dir}"
     return out
 
@@ -56,17 +56,25 @@ def tracked(boxes, labels: list[str] | None = None) -> list[TrackedFace]:
     return faces
 
 
-def stats_for(n: int, faces: int = 0) -> dict:
-    """A stats dict with every key of the pipeline's contract."""
-    return {"frames_captured": n + n // 10, "frames_processed": n, "dropped": n // 10,
-            "captured_fps": 15.0, "processed_fps": 12.5, "detect_p50_ms": 20.0,
-            "detect_p95_ms": 31.0, "classify_p50_ms": 4.0, "classify_p95_ms": 6.5,
-            "latency_p50_ms": 60.0, "latency_p95_ms": 95.0, "faces": faces,
-            "uptime_s": 10.0 + n, "first_result_s": 1.5}
+def stats_for(n: int, faces: int = 0) -> StatsSnapshot:
+    """Stats with every figure set, as the pipeline hands them to sinks after `n` frames."""
+    return StatsSnapshot(frames_captured=n + n // 10, frames_processed=n, frames_dropped=n // 10,
+                         capture_fps=15.0, fps=12.5, detect_p50_ms=20.0, detect_p95_ms=31.0,
+                         classify_p50_ms=4.0, classify_p95_ms=6.5, latency_p50_ms=60.0,
+                         latency_p95_ms=95.0, faces=faces, uptime_s=10.0 + n, first_result_s=1.5,
+                         first_face_s=2.0, detections=n // 5, tracks_started=faces, reconnects=0,
+                         model_failures=0, source_fps=30.0)
+
+
+def summary_for(n: int, stop_reason: str = "end of source") -> RunSummary:
+    """A run's summary after `n` frames."""
+    return RunSummary(**stats_for(n).to_dict(), source="test", fps_mean=11.0,
+                      dropped_by_queue={"capture->detect": n // 10}, stop_reason=stop_reason,
+                      error=None, started_wall=1.7e9)
 
 
 class Feeder:
-    """Calls sink.handle() with cycling frames from a thread, like the pipeline's output thread."""
+    """Calls sink.on_result() with cycling frames from a thread, like the pipeline's output thread."""
 
     def __init__(self, sink, frames: list[tuple[np.ndarray, list[TrackedFace]]], fps: float = 20.0):
         self.sink = sink
@@ -83,7 +91,7 @@ class Feeder:
             now = time.monotonic()
             result = FrameResult(self.count, now - 0.05, now, frame, faces)
             t0 = time.perf_counter()
-            self.sink.handle(result, stats_for(self.count + 1, len(faces)))
+            self.sink.on_result(result, stats_for(self.count + 1, len(faces)))
             self.handle_times.append(time.perf_counter() - t0)
             self.count += 1
             self.stop.wait(self.period)

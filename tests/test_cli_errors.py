@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from edge_fer.server import ServerOptions, ServerSink
+from edge_fer.sinks.server import ServerOptions, ServerSink
 
 TOKEN = "cli-errors-test-token-0123456789"
 

@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from clips import FakePicamera2, make_clip
-from edge_fer.server import ServerOptions, ServerSink
+from edge_fer.sinks.base import Sink
+from edge_fer.sinks.server import ServerOptions, ServerSink
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium (the dev extra)")
 from selenium import webdriver  # noqa: E402
@@ -38,14 +39,14 @@ return h;
 """
 
 
-class Seen:
+class Seen(Sink):
     """A sink keeping every (track id, label) the pipeline put out."""
 
     def __init__(self):
         self.faces: set[tuple[int, str]] = set()
         self.lock = threading.Lock()
 
-    def handle(self, result, stats):
+    def on_result(self, result, stats):
         with self.lock:
             self.faces.update((f.track_id, f.label) for f in result.faces)
 

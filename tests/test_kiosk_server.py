@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import fields, replace
 
 import click
 import cv2
@@ -23,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_fer.cli import handle_errors
 from edge_fer.errors import UsageError
-from edge_fer.results import FrameResult
-from edge_fer.server import ServerOptions, ServerSink
+from edge_fer.results import FrameResult, StatsSnapshot
+from edge_fer.sinks.server import ServerOptions, ServerSink, metric_name
 from kiosk_helpers import Feeder, load_frames, read_part, stats_for, tracked
 
 TOKEN = "0123456789abcdef-test-token"
@@ -49,7 +50,7 @@ def push(sink, frames, n=1):
     for i in range(n):
         frame, faces = frames[i % len(frames)]
         now = time.monotonic()
-        sink.handle(FrameResult(i, now - 0.04, now, frame, faces), stats_for(i + 1, len(faces)))
+        sink.on_result(FrameResult(i, now - 0.04, now, frame, faces), stats_for(i + 1, len(faces)))
 
 
 def test_page_is_served_with_a_csp_that_allows_its_script(sink):
@@ -73,14 +74,16 @@ def test_faces_and_stats_are_the_newest_results(sink, frames):
     assert [(f["track_id"], f["label"], tuple(f["box"])) for f in got["faces"]] == \
         [(f.track_id, f.label, f.box) for f in faces]
     assert got["faces"][0]["scores"] == pytest.approx(faces[0].scores)
-    assert json.load(get(sink.url + "api/stats")) == stats_for(2, len(faces))
+    assert json.load(get(sink.url + "api/stats")) == stats_for(2, len(faces)).to_dict()
 
 
 def test_stats_with_nan_are_valid_json(sink, frames):
     frame, faces = frames[0]
-    sink.handle(FrameResult(0, 0.0, 0.01, frame, faces), {"frames_processed": 1, "latency_p95_ms": math.nan})
+    sink.on_result(FrameResult(0, 0.0, 0.01, frame, faces), replace(stats_for(1), latency_p95_ms=math.nan))
     body = get(sink.url + "api/stats").read().decode()
-    assert json.loads(body) == {"frames_processed": 1, "latency_p95_ms": None}
+    assert json.loads(body) == {**stats_for(1).to_dict(), "latency_p95_ms": None}
+    r = get(sink.url + "metrics").read().decode()
+    assert "edge_fer_latency_p95_seconds" not in r and "edge_fer_latency_p50_seconds 0.06" in r
 
 
 def test_stream_sends_several_decodable_jpeg_parts(sink, frames):
@@ -122,12 +125,21 @@ def test_metrics_parse_with_the_prometheus_parser(sink, frames):
                for f in families.values() for s in f.samples}
     stats = stats_for(3, len(frames[2][1]))
     assert families["edge_fer_frames_processed"].type == "counter"
-    assert samples[("edge_fer_frames_processed_total", ())] == stats["frames_processed"]
-    assert samples[("edge_fer_frames_dropped_total", ())] == stats["dropped"]
-    assert samples[("edge_fer_fps", (("stage", "processed"),))] == stats["processed_fps"]
-    assert samples[("edge_fer_latency_seconds", (("quantile", "0.95"), ("stage", "total")))] == \
-        pytest.approx(stats["latency_p95_ms"] / 1000)
-    assert samples[("edge_fer_faces", ())] == stats["faces"]
+    # The names dashboards and alerts use; each is the stats field's name in base units.
+    assert samples[("edge_fer_frames_processed_total", ())] == stats.frames_processed
+    assert samples[("edge_fer_frames_dropped_total", ())] == stats.frames_dropped
+    assert samples[("edge_fer_fps", ())] == stats.fps
+    assert samples[("edge_fer_latency_p95_seconds", ())] == pytest.approx(stats.latency_p95_ms / 1000)
+    assert samples[("edge_fer_faces", ())] == stats.faces
+    # Every exported figure of the stats type, with its documentation as help.
+    exported = [f for f in fields(StatsSnapshot) if f.metadata["metric"]]
+    assert len(exported) >= 15
+    for f in exported:
+        name, factor = metric_name(f.name)
+        family = families[name]
+        assert family.type == f.metadata["metric"] and family.documentation == f.metadata["doc"]
+        suffix = "_total" if family.type == "counter" else ""
+        assert samples[(name + suffix, ())] == pytest.approx(getattr(stats, f.name) * factor), f.name
     by_label = {dict(k[1])["label"]: v for k, v in samples.items() if k[0] == "edge_fer_faces_by_label"}
     expected: dict[str, int] = {}
     for f in frames[2][1]:
@@ -149,7 +161,7 @@ def test_token_is_required_on_every_route(caplog):
         with pytest.raises(urllib.error.HTTPError) as e:
             get(s.url + "api/stats", {"Authorization": "Bearer wrong-token-wrong-token"})
         assert e.value.code == 401
-        with caplog.at_level(logging.DEBUG, logger="edge_fer.server"):
+        with caplog.at_level(logging.DEBUG, logger="edge_fer.sinks.server"):
             assert get(s.url + f"?token={TOKEN}").status == 200
         assert "GET /?token=*** HTTP" in caplog.text and TOKEN not in caplog.text
         assert get(s.url + "metrics", {"Authorization": f"Bearer {TOKEN}"}).status == 200

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_fer.results import FrameResult
-from edge_fer.service import ServiceMonitor, SystemdNotifier, status_line
+from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier, status_line
 from kiosk_helpers import NotifySocket, stats_for, wait_for
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
@@ -57,7 +57,7 @@ def test_ready_only_after_model_loaded_and_first_frame():
     m = ServiceMonitor(n, interval=1.0, clock=lambda: 0.0)
     m.tick()
     assert n.messages() == ["STATUS=loading the model"]
-    m.handle(frame(0), stats_for(1))  # a frame before the model: still not ready
+    m.on_result(frame(0), stats_for(1))  # a frame before the model: still not ready
     m.tick()
     assert "READY=1" not in n.messages()
     m.model_loaded()
@@ -65,7 +65,7 @@ def test_ready_only_after_model_loaded_and_first_frame():
     assert n.messages("READY") == ["READY=1"]
     assert n.messages()[-1] == "STATUS=" + status_line(stats_for(1))
     m.tick()
-    m.handle(frame(1), stats_for(2))
+    m.on_result(frame(1), stats_for(2))
     m.tick()
     assert n.messages("READY") == ["READY=1"], "READY must be sent once"
 
@@ -84,11 +84,11 @@ def test_watchdog_pings_only_while_frames_are_processed():
     n = FakeNotifier()
     m = ServiceMonitor(n, interval=1.0, clock=lambda: now[0])
     m.model_loaded()
-    m.handle(frame(0), stats_for(1))
+    m.on_result(frame(0), stats_for(1))
     m.tick()  # READY
     for i in range(2, 6):
         now[0] += 1
-        m.handle(frame(i), stats_for(i))
+        m.on_result(frame(i), stats_for(i))
         m.tick()
     assert len(n.messages("WATCHDOG")) == 4
     for _ in range(5):  # the pipeline stalls: same frames_processed
@@ -97,10 +97,10 @@ def test_watchdog_pings_only_while_frames_are_processed():
     assert len(n.messages("WATCHDOG")) == 4
     assert n.messages()[-1] == "STATUS=stalled: no frame processed for 5 s"
     now[0] += 1
-    m.handle(frame(6), stats_for(6))  # it recovers before systemd gave up
+    m.on_result(frame(6), stats_for(6))  # it recovers before systemd gave up
     m.tick()
     assert len(n.messages("WATCHDOG")) == 5
-    assert n.messages()[-1].startswith("STATUS=12.5 fps, ")
+    assert n.messages()[-1] == "STATUS=fps=12.5 faces=0 latency_p50_ms=60 frames_dropped=0"
 
 
 def test_monitor_thread_stops_pinging_when_frames_stop():
@@ -112,7 +112,7 @@ def test_monitor_thread_stops_pinging_when_frames_stop():
     def pipeline():
         while not stop.wait(0.01):
             count[0] += 1
-            m.handle(frame(count[0]), stats_for(count[0]))
+            m.on_result(frame(count[0]), stats_for(count[0]))
 
     m.model_loaded()
     t = threading.Thread(target=pipeline, daemon=True)
@@ -137,7 +137,7 @@ def test_ready_is_sent_at_the_first_frame_not_at_the_next_tick():
     try:
         m.model_loaded()
         t0 = time.monotonic()
-        m.handle(frame(0), stats_for(1))
+        m.on_result(frame(0), stats_for(1))
         deadline = t0 + 2
         while not n.times("READY=1") and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -157,7 +157,7 @@ def test_handle_is_cheap():
     f, stats = frame(0), stats_for(1)
     t0 = time.perf_counter()
     for _ in range(10000):
-        m.handle(f, stats)
+        m.on_result(f, stats)
     assert (time.perf_counter() - t0) / 10000 < 1e-4
 
 
@@ -188,7 +188,7 @@ def test_monitor_with_the_real_notifier(notify_socket):
     m = ServiceMonitor(SystemdNotifier(), interval=0.05).start()
     m.model_loaded()
     for i in range(1, 4):
-        m.handle(frame(i), stats_for(i))
+        m.on_result(frame(i), stats_for(i))
         time.sleep(0.08)
     # No more frames: within a few rounds the monitor says so.
     last = time.time()

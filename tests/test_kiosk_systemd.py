@@ -18,7 +18,7 @@ import pytest
 
 from edge_fer.cli import run as cli_run
 from edge_fer.config import load_config
-from edge_fer.server import ServerOptions, ServerSink
+from edge_fer.sinks.server import ServerOptions, ServerSink
 from kiosk_helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent

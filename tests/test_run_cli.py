@@ -39,7 +39,7 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
     appear = [x for x in records if x["type"] == "event" and x["event"] == "appear"]
     assert len(appear) == 3 and all(len(x["box"]) == 4 for x in appear)
     summary = records[-1]
-    assert summary["frames_processed"] == 40 and summary["dropped"] == 0 and summary["error"] is None
+    assert summary["frames_processed"] == 40 and summary["frames_dropped"] == 0 and summary["error"] is None
     assert summary["latency_p95_ms"] > 0 and summary["detect_p50_ms"] > 0
     cap = cv2.VideoCapture(str(video))
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 40
@@ -111,7 +111,7 @@ def test_pi_camera_without_picamera2(default_model):
 
 
 def test_display_without_a_gui_is_refused(clip, default_model):
-    from edge_fer.pipeline.sinks import gui_problem
+    from edge_fer.sinks.display import gui_problem
 
     if gui_problem() is None:
         pytest.skip("a GUI is available here")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edge_fer.errors import InputError
-from edge_fer.pipeline.sinks import JsonLinesSink
+from edge_fer.sinks.jsonlines import JsonLinesSink
 from edge_fer.results import FrameResult, TrackedFace, TrackEvent
-from kiosk_helpers import stats_for
+from kiosk_helpers import stats_for, summary_for
 
 #: The fields of an event record, and nothing else.
 EVENT_FIELDS = {"type", "time", "event", "track", "frame", "label", "score", "previous", "box",
@@ -34,12 +34,12 @@ def test_records_are_start_stats_events_summary_and_events_hold_no_pixels(tmp_pa
     # A full-HD frame passes through the sink: none of it may reach the file.
     frame = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
     face = TrackedFace(1, (10, 20, 30, 30), "happy", 0.7, SCORES, "happy")
-    log.handle_event(event("appear", 1, now - 2.0))
+    log.on_event(event("appear", 1, now - 2.0))
     time.sleep(0.02)
-    log.handle(FrameResult(7, now, now + 0.01, frame, [face]), stats_for(8, 1))
-    log.handle_event(event("label", 1, now, "sad", previous="happy"))
-    log.handle_event(event("leave", 1, now, "sad"))
-    log.finish({"frames_processed": 8, "stop_reason": "end of source"})
+    log.on_result(FrameResult(7, now, now + 0.01, frame, [face]), stats_for(8, 1))
+    log.on_event(event("label", 1, now, "sad", previous="happy"))
+    log.on_event(event("leave", 1, now, "sad"))
+    log.on_summary(summary_for(8))
     log.close()
     log.close()  # the run's cleanup closes it again
     got = records(path)
@@ -60,7 +60,7 @@ def test_lines_reach_the_file_while_the_run_goes_on(tmp_path):
     path = tmp_path / "run.jsonl"
     log = JsonLinesSink(path, header={})
     try:
-        log.handle_event(event("appear", 3, time.monotonic()))
+        log.on_event(event("appear", 3, time.monotonic()))
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline and '"appear"' not in path.read_text():
             time.sleep(0.01)
@@ -74,8 +74,8 @@ def test_log_is_size_capped_and_rotated(tmp_path):
     log = JsonLinesSink(path, header={"source": "test"}, max_bytes=4096, backups=2)
     now = time.monotonic()
     for i in range(400):  # about 250 bytes a line, 100 KB in all
-        log.handle_event(event("appear", i, now))
-    log.finish({"frames_processed": 400})
+        log.on_event(event("appear", i, now))
+    log.on_summary(summary_for(400))
     log.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jsonl", "run.jsonl.1", "run.jsonl.2"]
     for p in tmp_path.iterdir():

@@ -11,7 +11,8 @@ from clips import FakePicamera2, make_clip
 from edge_fer.errors import ModelError
 from edge_fer.pipeline import (CaptureOptions, PiCameraSource, Pipeline, PipelineOptions,
                                TrackerOptions, open_source)
-from edge_fer.pipeline.sinks import JsonLinesSink
+from edge_fer.sinks.base import Sink
+from edge_fer.sinks.jsonlines import JsonLinesSink
 from edge_fer.pipeline.tracking import iou_matrix
 
 FRAMES = 90
@@ -35,7 +36,7 @@ def _detector(detect_width=320):
     return HaarFaceDetector(DetectorOptions(detect_width=detect_width))
 
 
-class Collect:
+class Collect(Sink):
     """A sink that keeps everything it is given."""
 
     def __init__(self):
@@ -43,15 +44,15 @@ class Collect:
         self.summary = None
         self.closed = False
 
-    def handle(self, result, stats):
+    def on_result(self, result, stats):
         assert threading.current_thread().name == "edge-fer-sinks"
         self.results.append(result)
         self.stats.append(stats)
 
-    def handle_event(self, event):
+    def on_event(self, event):
         self.events.append(event)
 
-    def finish(self, summary):
+    def on_summary(self, summary):
         self.summary = summary
 
     def close(self):
@@ -92,8 +93,8 @@ def test_pipeline_over_a_clip_finds_tracks_and_labels_faces(clip, classifier, tm
     # Offline, a file loses nothing: every frame comes out, in order.
     assert [r.index for r in got.results] == list(range(FRAMES))
     s = pipeline.summary()
-    assert s["frames_processed"] == s["frames_captured"] == FRAMES and s["dropped"] == 0
-    assert got.summary is not None and got.summary["frames_processed"] == FRAMES and got.closed
+    assert s.frames_processed == s.frames_captured == FRAMES and s.frames_dropped == 0
+    assert got.summary is not None and got.summary.frames_processed == FRAMES and got.closed
 
     later = got.results[5:]  # the first detection takes a frame or two to land
     assert _matched_fraction(clip, later) >= 0.9
@@ -115,10 +116,10 @@ def test_pipeline_over_a_clip_finds_tracks_and_labels_faces(clip, classifier, tm
     assert len(early) == 1 and gone <= early[0].frame_index <= gone + 20
 
     stats = got.stats[-1]
-    assert stats["detect_p50_ms"] > 0 and stats["classify_p50_ms"] > 0
-    assert stats["latency_p95_ms"] >= stats["latency_p50_ms"] > 0
-    assert s["detections"] >= FRAMES // TrackerOptions().detect_every
-    assert 0 < stats["first_result_s"] <= stats["first_face_s"] < s["uptime_s"]
+    assert stats.detect_p50_ms > 0 and stats.classify_p50_ms > 0
+    assert stats.latency_p95_ms >= stats.latency_p50_ms > 0
+    assert s.detections >= FRAMES // TrackerOptions().detect_every
+    assert 0 < stats.first_result_s <= stats.first_face_s < s.uptime_s
 
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     kinds = [r["type"] for r in records]
@@ -141,8 +142,8 @@ def test_pi_camera_pipeline_with_a_fake_picamera2(clip, classifier):
     assert cam.captures == {"main": 60, "lores": 60}
     assert cam.stopped == 1 and not cam.started
     s = pipeline.summary()
-    assert s["frames_captured"] == 60
-    assert s["frames_processed"] + s["dropped"] == 60
+    assert s.frames_captured == 60
+    assert s.frames_processed + s.frames_dropped == 60
     # Frames are the main stream; boxes found on the lores plane are in main-frame pixels.
     assert all(r.frame.shape == (480, 640, 3) for r in got.results)
     # From the first detection on (how soon it lands depends on the machine's load).
@@ -158,7 +159,7 @@ def test_detection_reads_the_lores_plane(clip, classifier):
     pipeline, got = _run(PiCameraSource(640, 480, 120, camera=cam), classifier,
                          CaptureOptions(camera="pi", max_frames=20))
     assert pipeline.error is None
-    assert pipeline.stats()["detections"] > 0
+    assert pipeline.stats().detections > 0
     assert not any(r.faces for r in got.results)
 
 
@@ -166,10 +167,10 @@ def test_realtime_file_is_paced_like_a_camera(clip, classifier):
     pipeline, got = _run(open_source(CaptureOptions(source=str(clip.path), realtime=True)), classifier,
                          CaptureOptions(source=str(clip.path), realtime=True, max_frames=30))
     s = pipeline.summary()
-    assert s["frames_captured"] == 30
+    assert s.frames_captured == 30
     # 30 frames at the clip's 30 FPS take about a second, however fast the machine.
-    assert s["uptime_s"] >= 0.9
-    assert s["source_fps"] == 30.0
+    assert s.uptime_s >= 0.9
+    assert s.source_fps == 30.0
 
 
 class FailingClassifier:
@@ -192,7 +193,7 @@ def test_a_model_failing_once_is_logged_and_the_run_goes_on(clip, classifier, ca
     flaky = FailingClassifier(classifier, fail_on={3})
     pipeline, got = _run(open_source(CaptureOptions(source=str(clip.path))), flaky,
                          CaptureOptions(source=str(clip.path), max_frames=30))
-    assert pipeline.error is None and pipeline.stats()["model_failures"] == 1
+    assert pipeline.error is None and pipeline.stats().model_failures == 1
     assert len(got.results) == 30 and sum(bool(r.faces) for r in got.results) >= 25
     assert "the model failed on frame" in caplog.text
 
@@ -202,9 +203,9 @@ def test_a_model_failing_repeatedly_ends_the_run_with_a_summary(clip, classifier
     pipeline, got = _run(open_source(CaptureOptions(source=str(clip.path))), broken)
     assert isinstance(pipeline.error, ModelError)
     assert "failed on 3 frames in a row" in str(pipeline.error)
-    assert got.summary is not None and got.summary["stop_reason"] == "error in classify"
-    assert got.summary["error"] == str(pipeline.error) and got.closed
-    assert pipeline.summary()["frames_captured"] < FRAMES
+    assert got.summary is not None and got.summary.stop_reason == "error in classify"
+    assert got.summary.error == str(pipeline.error) and got.closed
+    assert pipeline.summary().frames_captured < FRAMES
 
 
 def test_stop_from_another_thread_ends_a_live_run(clip, classifier):
@@ -217,7 +218,7 @@ def test_stop_from_another_thread_ends_a_live_run(clip, classifier):
     assert pipeline.join(10.0), "the pipeline did not stop"
     pipeline.wait()
     assert pipeline.stop_reason == "stopped" and pipeline.error is None
-    assert collect.summary["stop_reason"] == "stopped" and collect.results
+    assert collect.summary.stop_reason == "stopped" and collect.results
     assert cam.stopped == 1
 
 
@@ -228,5 +229,5 @@ def test_duration_bounds_a_live_run(clip, classifier):
     assert pipeline.stop_reason == "duration" and pipeline.error is None
     s = pipeline.summary()
     # At most 0.6 s of a 30 FPS camera (fewer frames when the machine is busy).
-    assert 5 <= s["frames_captured"] <= 20
-    assert got.summary["stop_reason"] == "duration"
+    assert 5 <= s.frames_captured <= 20
+    assert got.summary.stop_reason == "duration"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import FrozenInstanceError, fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +18,11 @@ from edge_fer.errors import SourceError, UsageError
 from edge_fer.pipeline.capture import (CaptureOptions, CaptureStage, PiCameraSource, Source,
                                        as_bgr, open_source, parse_camera, redact_url)
 from edge_fer.pipeline.queues import LatestQueue
+from edge_fer.pipeline.runner import Pipeline
 from edge_fer.pipeline.stats import PipelineStats, RateMeter, Rolling
 from edge_fer.pipeline.tracking import (IouTracker, ScoreSmoother, TrackerOptions, greedy_match,
                                         iou_matrix)
+from edge_fer.results import RunSummary, StatsSnapshot
 
 # -- queues -------------------------------------------------------------------------------------
 
@@ -88,19 +94,46 @@ def test_rate_meter_counts_the_recent_window():
     assert m.rate() == 0.0
 
 
-def test_stats_snapshot_has_the_contract_keys():
+def test_stats_snapshot_is_the_typed_figures():
     s = PipelineStats()
     s.start()
-    snap = s.snapshot()
-    for key in ("frames_captured", "frames_processed", "dropped", "captured_fps", "processed_fps",
-                "detect_p50_ms", "detect_p95_ms", "classify_p50_ms", "classify_p95_ms",
-                "latency_p50_ms", "latency_p95_ms", "faces", "uptime_s", "first_result_s"):
-        assert key in snap
-    assert snap["first_result_s"] is None
+    snap = s.snapshot(dropped=3, source_fps=25.0)
+    assert isinstance(snap, StatsSnapshot)
+    assert snap.first_result_s is None and snap.latency_p50_ms is None
+    assert snap.frames_dropped == 3 and snap.source_fps == 25.0
+    with pytest.raises(FrozenInstanceError):
+        snap.fps = 1.0  # shared by every sink: nobody may change it
     s.processed(s.started_at, s.started_at + 0.012, faces=2)
     snap = s.snapshot()
-    assert snap["latency_p50_ms"] == pytest.approx(12.0)
-    assert snap["first_result_s"] == pytest.approx(0.012, abs=1e-3) and snap["faces"] == 2
+    assert snap.latency_p50_ms == pytest.approx(12.0)
+    assert snap.first_result_s == pytest.approx(0.012, abs=1e-3) and snap.faces == 2
+    assert list(snap.to_dict()) == [f.name for f in fields(StatsSnapshot)]
+    # Every figure says what it measures (Prometheus help texts and README come from these).
+    assert all(f.metadata["doc"] for f in fields(RunSummary))
+
+
+def test_readme_defines_every_figure():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Figures", 1)[1].split("\n#", 1)[0]
+    missing = [f.name for f in fields(StatsSnapshot) if f"`{f.name}`" not in table]
+    assert not missing and "`fps_mean`" in table, f"README's Figures table lacks {missing}"
+
+
+@pytest.mark.parametrize("module", ["edge_fer.sinks", "edge_fer.sinks.base", "edge_fer.sinks.log",
+                                    "edge_fer.sinks.jsonlines", "edge_fer.sinks.display",
+                                    "edge_fer.sinks.recorder", "edge_fer.sinks.server",
+                                    "edge_fer.sinks.systemd", "edge_fer.pipeline.output",
+                                    "edge_fer.pipeline.stats", "edge_fer.draw", "edge_fer.results"])
+def test_each_module_imports_first_without_a_cycle(module):
+    # In a fresh interpreter, so that no earlier import hides a cycle.
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_only_sinks_can_be_added():
+    pipeline = Pipeline(None, None, None)
+    with pytest.raises(TypeError, match="not an edge_fer.sinks.Sink"):
+        pipeline.add_sink(object())
 
 
 # -- tracking -----------------------------------------------------------------------------------
@@ -203,7 +236,7 @@ def test_detection_on_a_downscaled_plane_reports_full_frame_boxes(images_dir):
     small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (320, 180), interpolation=cv2.INTER_AREA)
     from_plane = det.detect(small, full_size=(640, 360))
     assert len(full) >= 3
-    assert sorted(full) == sorted(from_plane)
+    assert sorted(f.box for f in full) == sorted(f.box for f in from_plane)
 
 
 # -- capture: sources, faults, reconnecting --------------------------------------------------------

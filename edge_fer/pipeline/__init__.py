@@ -1,7 +1,8 @@
 """The real-time pipeline behind `edge-fer run`: one module per stage.
 
-`capture` (sources), `detect` (tracking and the detector thread), `classify`, `sinks` (log, JSON
-lines, display, recorder), joined by the latest-frame queues of `queues` and run by `runner`.
+`capture` (sources), `detect` (tracking and the detector thread), `classify`, `output` (hands
+results to the sinks of `edge_fer.sinks`), joined by the latest-frame queues of `queues` and run
+by `runner`.
 """
 
 from edge_fer.pipeline.capture import CaptureOptions, Frame, PiCameraSource, open_source

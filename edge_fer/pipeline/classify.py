@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from edge_fer.classifier import EmotionClassifier
+from edge_fer.detector import CropTransform
 from edge_fer.errors import ModelError
 from edge_fer.pipeline.detect import TrackedFrame
 from edge_fer.pipeline.queues import LatestQueue
@@ -37,10 +38,11 @@ class ClassifyStage(Stage):
                  outbox: LatestQueue[FrameResult], events: queue.Queue,
                  stats: PipelineStats, stop: threading.Event,
                  on_error: Callable[[str, BaseException], None], lossless: bool,
-                 max_failures: int = 3):
+                 max_failures: int = 3, crop: CropTransform | None = None):
         super().__init__(stop, on_error, lossless)
         self.classifier = classifier
-        self.predictor = FacePredictor(classifier, None)
+        # The boxes are the detector's: crop them as that detector's crops were measured.
+        self.predictor = FacePredictor(classifier, None, crop)
         self.smoother = ScoreSmoother(classifier.labels, options.smoothing, options.switch_margin)
         self.inbox, self.upstream, self.outbox = inbox, upstream, outbox
         self.events = events

@@ -1,10 +1,10 @@
-"""The detection stage: tracks faces on every frame, runs the Haar detector beside it.
+"""The detection stage: tracks faces on every frame, runs the face detector beside it.
 
-Haar detection costs tens of milliseconds on a Pi-class CPU, far more than classifying a few
-faces, so it is kept off the per-frame path: a worker thread detects on one frame while the
+Detection (Haar above all) can cost tens of milliseconds on a Pi-class CPU, more than classifying
+a few faces, so it is kept off the per-frame path: a worker thread detects on one frame while the
 following frames go on with the tracked boxes, and its boxes update the tracks when they are
 ready. Per-frame latency then no longer includes detection, and on two or more cores detection
-runs in parallel with classification (OpenCV releases the GIL while it detects).
+runs in parallel with classification (OpenCV and the interpreters release the GIL).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
-from edge_fer.detector import Box, HaarFaceDetector
+from edge_fer.detector import Box, DetectedFace, FaceDetector
 from edge_fer.pipeline.capture import Frame
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import POLL_S, Stage
@@ -33,8 +32,8 @@ class Detection:
 
     frame_index: int
     frame_size: tuple[int, int]
-    """(w, h) of the frame the boxes belong to."""
-    boxes: list[Box]
+    """(w, h) of the frame the faces belong to."""
+    faces: list[DetectedFace]
 
 
 @dataclass
@@ -51,7 +50,7 @@ class DetectionWorker(Stage):
 
     name = "detector"
 
-    def __init__(self, detector: HaarFaceDetector, stats: PipelineStats, stop: threading.Event,
+    def __init__(self, detector: FaceDetector, stats: PipelineStats, stop: threading.Event,
                  on_error: Callable[[str, BaseException], None]):
         super().__init__(stop, on_error)
         self.detector = detector
@@ -61,9 +60,6 @@ class DetectionWorker(Stage):
         self._busy = False
         self._result: Detection | None = None
         self._finish = threading.Event()
-        # Reused between detections instead of allocated per frame.
-        self._small: np.ndarray | None = None
-        self._gray: np.ndarray | None = None
 
     @property
     def busy(self) -> bool:
@@ -97,29 +93,17 @@ class DetectionWorker(Stage):
             if frame is None:
                 continue
             t0 = time.perf_counter()
-            boxes = self._detect(frame)
+            faces = self._detect(frame)
             self.stats.detect.add((time.perf_counter() - t0) * 1000.0)
             with self._cond:
-                self._result = Detection(frame.index, frame.image.shape[1::-1], boxes)
+                self._result = Detection(frame.index, frame.image.shape[1::-1], faces)
                 self._busy = False
                 self._cond.notify_all()
 
-    def _detect(self, frame: Frame) -> list[Box]:
-        import cv2
-
+    def _detect(self, frame: Frame) -> list[DetectedFace]:
         h, w = frame.image.shape[:2]
-        if frame.gray is not None:
+        if frame.gray is not None and self.detector.accepts_gray:
             return self.detector.detect(frame.gray, full_size=(w, h))
-        dw = self.detector.options.detect_width
-        if dw and w > dw:
-            # Shrink first, then convert: a quarter of the pixels to convert at half the width.
-            size = (dw, max(1, round(h * dw / w)))
-            if self._small is None or self._small.shape[1::-1] != size:
-                self._small = np.empty((size[1], size[0], 3), np.uint8)
-                self._gray = np.empty((size[1], size[0]), np.uint8)
-            cv2.resize(frame.image, size, dst=self._small, interpolation=cv2.INTER_AREA)
-            cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._gray)
-            return self.detector.detect(self._gray, full_size=(w, h))
         return self.detector.detect(frame.image)
 
 
@@ -128,7 +112,7 @@ class DetectStage(Stage):
 
     name = "detect"
 
-    def __init__(self, detector: HaarFaceDetector, options: TrackerOptions,
+    def __init__(self, detector: FaceDetector, options: TrackerOptions,
                  inbox: LatestQueue[Frame], upstream: threading.Event,
                  outbox: LatestQueue[TrackedFrame], stats: PipelineStats, stop: threading.Event,
                  on_error: Callable[[str, BaseException], None], lossless: bool):
@@ -154,7 +138,7 @@ class DetectStage(Stage):
     def _apply(self, detection: Detection | None) -> None:
         # Boxes found on a frame of another size say nothing about this one.
         if detection is not None and detection.frame_size == self._size:
-            started, _ = self.tracker.update(detection.boxes)
+            started, _ = self.tracker.update([f.box for f in detection.faces])
             self.stats.tracks_started += len(started)
 
     def _check_size(self, frame: Frame) -> None:

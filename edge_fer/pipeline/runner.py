@@ -14,20 +14,22 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
 from edge_fer.classifier import EmotionClassifier
-from edge_fer.detector import HaarFaceDetector
+from edge_fer.detector import FaceDetector
 from edge_fer.errors import EdgeFerError
-from edge_fer.pipeline.capture import CaptureOptions, CaptureStage, Source
+from edge_fer.pipeline.capture import CaptureOptions, CaptureStage, Source, redact_url
 from edge_fer.pipeline.classify import ClassifyStage
 from edge_fer.pipeline.detect import DetectStage
+from edge_fer.pipeline.output import SinkStage
 from edge_fer.pipeline.queues import LatestQueue
-from edge_fer.pipeline.sinks import SinkStage
 from edge_fer.pipeline.stage import POLL_S, STOP_GRACE_S
 from edge_fer.pipeline.stats import PipelineStats
 from edge_fer.pipeline.tracking import TrackerOptions
+from edge_fer.results import RunSummary, StatsSnapshot
+from edge_fer.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,13 @@ class StageFailed(EdgeFerError):
 class Pipeline:
     """Frames in, tracked faces with smoothed emotions out, as FrameResults to the sinks."""
 
-    def __init__(self, source: Source, detector: HaarFaceDetector, classifier: EmotionClassifier,
+    def __init__(self, source: Source, detector: FaceDetector, classifier: EmotionClassifier,
                  options: PipelineOptions | None = None):
         self.source = source
         self.detector = detector
         self.classifier = classifier
         self.options = options or PipelineOptions()
-        self._sinks: list = []
+        self._sinks: list[Sink] = []
         self._stop = threading.Event()
         self._stats = PipelineStats()
         self._error: BaseException | None = None
@@ -73,8 +75,10 @@ class Pipeline:
 
     # -- control ----------------------------------------------------------------------------
 
-    def add_sink(self, sink) -> None:
-        """Add a sink (see `sinks`); only before `start`."""
+    def add_sink(self, sink: Sink) -> None:
+        """Add a sink (see `edge_fer.sinks`); only before `start`."""
+        if not isinstance(sink, Sink):
+            raise TypeError(f"{type(sink).__name__} is not an edge_fer.sinks.Sink")
         if self._started:
             raise RuntimeError("add sinks before starting the pipeline")
         self._sinks.append(sink)
@@ -97,7 +101,7 @@ class Pipeline:
                              self._stop, self._failed, lossless)
         classify = ClassifyStage(self.classifier, o.tracking, tracked, detect.done, results, events,
                                  self._stats, self._stop, self._failed, lossless,
-                                 o.max_model_failures)
+                                 o.max_model_failures, self.detector.crop)
         sinks = SinkStage(self._sinks, results, classify.done, events, self.stats, self.summary,
                           self._stop, self._failed)
         self._stages = [capture, detect, classify, sinks]
@@ -165,37 +169,31 @@ class Pipeline:
     def stop_reason(self) -> str | None:
         return self._stop_reason
 
-    def stats(self) -> dict:
+    def stats(self) -> StatsSnapshot:
         """A snapshot of the run's counters and rolling measurements (safe from any thread)."""
-        snap = self._stats.snapshot(dropped=sum(q.dropped for q in self._queues))
-        snap["source_fps"] = self.source.fps
-        return snap
+        return self._stats.snapshot(dropped=sum(q.dropped for q in self._queues),
+                                    source_fps=self.source.fps)
 
     def describe(self) -> dict:
         """The run's configuration, for the head of a log (no passwords)."""
-        from dataclasses import asdict, replace
-
-        from edge_fer.pipeline.capture import redact_url
-
         o = self.options
         capture = replace(o.capture, source=o.capture.source and redact_url(o.capture.source))
         return {"source": self.source.description, "model": str(self.classifier.path),
                 "backend": self.classifier.backend.name, "labels": self.classifier.labels,
                 "capture": asdict(capture), "tracking": asdict(o.tracking),
-                "detector": asdict(self.detector.options)}
+                "detector": self.detector.describe()}
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         """`stats()` plus how the run ended: written to the sinks and printed at the end."""
-        s = self.stats()
-        s.update({
-            "source": self.source.description,
-            "fps_mean": self._stats.mean_processed_fps(),
-            "dropped_by_queue": {q.name: q.dropped for q in self._queues},
-            "stop_reason": self._stop_reason or "running",
-            "error": str(self._error) if self._error else None,
-            "started_wall": self._stats.started_wall,
-        })
-        return s
+        return RunSummary(
+            **self.stats().to_dict(),
+            source=self.source.description,
+            fps_mean=self._stats.mean_processed_fps(),
+            dropped_by_queue={q.name: q.dropped for q in self._queues},
+            stop_reason=self._stop_reason or "running",
+            error=str(self._error) if self._error else None,
+            started_wall=self._stats.started_wall,
+        )
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Run statistics: rolling latency percentiles, frame rates and counters.
+"""Run statistics: rolling latency percentiles, frame rates and counters, read out as
+`edge_fer.results.StatsSnapshot` (where each figure is defined).
 
 Each measurement has one writer (the stage that owns it) and any number of readers (the sinks,
 the kiosk web server, the final summary), so reads take a lock and copy.
@@ -11,6 +12,8 @@ import time
 from collections import deque
 
 import numpy as np
+
+from edge_fer.results import StatsSnapshot
 
 #: Samples kept per latency measurement: at 30 FPS about half a minute, enough for a stable p95.
 WINDOW_SAMPLES = 1000
@@ -119,32 +122,34 @@ class PipelineStats:
             return None
         return round(t - self.started_at, 3)
 
-    def snapshot(self, dropped: int = 0) -> dict:
+    def snapshot(self, dropped: int = 0, source_fps: float | None = None) -> StatsSnapshot:
+        """The figures now; `dropped` (the queues' count) and `source_fps` come from outside."""
         now = self.clock()
         d50, d95 = self.detect.percentiles(50, 95)
         c50, c95 = self.classify.percentiles(50, 95)
         l50, l95 = self.latency.percentiles(50, 95)
-        return {
-            "frames_captured": self.frames_captured,
-            "frames_processed": self.frames_processed,
-            "dropped": dropped,
-            "captured_fps": self.captured_rate.rate(now),
-            "processed_fps": self.processed_rate.rate(now),
-            "detect_p50_ms": d50, "detect_p95_ms": d95,
-            "classify_p50_ms": c50, "classify_p95_ms": c95,
-            "latency_p50_ms": l50, "latency_p95_ms": l95,
-            "faces": self.faces,
-            "uptime_s": self._since_start(now) or 0.0,
-            "first_result_s": self._since_start(self.first_result_at),
-            "first_face_s": self._since_start(self.first_face_at),
-            "detections": self.detect.count,
-            "tracks_started": self.tracks_started,
-            "reconnects": self.reconnects,
-            "model_failures": self.model_failures,
-        }
+        return StatsSnapshot(
+            frames_captured=self.frames_captured,
+            frames_processed=self.frames_processed,
+            frames_dropped=dropped,
+            capture_fps=self.captured_rate.rate(now),
+            fps=self.processed_rate.rate(now),
+            detect_p50_ms=d50, detect_p95_ms=d95,
+            classify_p50_ms=c50, classify_p95_ms=c95,
+            latency_p50_ms=l50, latency_p95_ms=l95,
+            faces=self.faces,
+            uptime_s=self._since_start(now) or 0.0,
+            first_result_s=self._since_start(self.first_result_at),
+            first_face_s=self._since_start(self.first_face_at),
+            detections=self.detect.count,
+            tracks_started=self.tracks_started,
+            reconnects=self.reconnects,
+            model_failures=self.model_failures,
+            source_fps=source_fps,
+        )
 
     def mean_processed_fps(self) -> float:
-        """Frames processed per second from the start to the last result (offline throughput)."""
+        """`RunSummary.fps_mean`: frames processed per second from the start to the last result."""
         if self.started_at is None or self.last_result_at is None:
             return 0.0
         span = self.last_result_at - self.started_at

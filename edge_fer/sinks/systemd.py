@@ -12,13 +12,13 @@ implementing `Notifier` can stand in, which is how the tests drive the logic.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
 from typing import Callable, Protocol
 
-from edge_fer.results import FrameResult
+from edge_fer.results import FrameResult, StatsSnapshot
+from edge_fer.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +85,14 @@ class SystemdNotifier:
         self._call(self._wd.stopping)
 
 
-def status_line(stats: dict) -> str:
-    """`12.4 fps, 2 faces, latency 85 ms` from the pipeline's stats."""
-
-    def num(key: str) -> float | None:
-        v = stats.get(key)
-        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-    parts = []
-    if num("processed_fps") is not None:
-        parts.append(f"{num('processed_fps'):.1f} fps")
-    faces = num("faces")
-    if faces is not None:
-        parts.append(f"{int(faces)} face{'' if faces == 1 else 's'}")
-    if num("latency_p50_ms") is not None:
-        parts.append(f"latency {num('latency_p50_ms'):.0f} ms")
-    if num("dropped"):
-        parts.append(f"{int(num('dropped'))} dropped")
-    return ", ".join(parts) or "running"
+def status_line(stats: StatsSnapshot) -> str:
+    """`fps=12.4 faces=2 latency_p50_ms=85 frames_dropped=0`: the figures of the log line."""
+    latency = "-" if stats.latency_p50_ms is None else f"{stats.latency_p50_ms:.0f}"
+    return (f"fps={stats.fps:.1f} faces={stats.faces} latency_p50_ms={latency} "
+            f"frames_dropped={stats.frames_dropped}")
 
 
-class ServiceMonitor:
+class ServiceMonitor(Sink):
     """Sink that drives READY=1, STATUS= and WATCHDOG=1 from the pipeline's progress.
 
     Call `model_loaded()` once the classifier is built, `start()` the thread, add the monitor to
@@ -124,7 +111,7 @@ class ServiceMonitor:
         self._clock = clock
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._stats: dict = {}
+        self._stats: StatsSnapshot | None = None
         self._model_loaded = False
         self._first_frame = False
         self._ready_sent = False
@@ -140,9 +127,9 @@ class ServiceMonitor:
             self._model_loaded = True
             self._cond.notify_all()
 
-    def handle(self, result: FrameResult, stats: dict) -> None:
+    def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
         with self._cond:
-            self._stats = dict(stats)  # the pipeline may reuse its dict
+            self._stats = stats
             if not self._first_frame:
                 self._first_frame = True
                 self._cond.notify_all()  # send READY now, not at the next tick
@@ -174,11 +161,10 @@ class ServiceMonitor:
     def tick(self) -> None:
         """Send READY once due; ping the watchdog if frames were processed since the last tick."""
         with self._cond:
-            stats = dict(self._stats)
+            stats = self._stats
             loaded, first = self._model_loaded, self._first_frame
         now = self._clock()
-        frames = stats.get("frames_processed")
-        frames = frames if isinstance(frames, int) else -1
+        frames = stats.frames_processed if stats is not None else -1
         if not self._ready_sent:
             if not (loaded and first):
                 self._set_status("loading the model" if not loaded else "waiting for the first frame")

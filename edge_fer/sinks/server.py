@@ -1,6 +1,6 @@
 """The local page of `edge-fer run --serve HOST:PORT`: live MJPEG view, faces, stats and metrics.
 
-`ServerSink` is a pipeline sink. Its `handle()` only stores a reference to the newest result
+`ServerSink` is a pipeline sink. Its `on_result()` only stores a reference to the newest result
 and stats under a lock and wakes the stream clients; it never encodes, draws or touches a socket,
 so the pipeline runs at the same speed with zero or fifty browsers watching. Each HTTP client has
 its own thread (stdlib `ThreadingHTTPServer`). A stream client always takes the newest frame, so
@@ -24,16 +24,22 @@ import socketserver
 import threading
 import time
 from base64 import b64encode
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
+import cv2
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
 from edge_fer import __version__
 from edge_fer.config import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
+from edge_fer.draw import draw_faces
 from edge_fer.errors import UsageError
-from edge_fer.results import FrameResult
+from edge_fer.results import FrameResult, StatsSnapshot
+from edge_fer.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
 
 
-class ServerSink:
+class ServerSink(Sink):
     """Pipeline sink serving the kiosk page; binds and starts serving in the constructor.
 
     Raises UsageError when the address needs a token and has none, the port is taken, or the
@@ -150,8 +156,6 @@ class ServerSink:
     """
 
     def __init__(self, options: ServerOptions | None = None, *, registry=None):
-        from prometheus_client import CollectorRegistry, Counter
-
         self.options = opts = options or ServerOptions()
         if opts.token is not None:
             try:
@@ -166,7 +170,7 @@ class ServerSink:
                              "token in the config), or serve on 127.0.0.1")
         self._cond = threading.Condition()
         self._result: FrameResult | None = None
-        self._stats: dict = {}
+        self._stats: StatsSnapshot | None = None
         self._seq = 0
         self._handled_at = 0.0  # time.monotonic() of the newest result
         self._encode_lock = threading.Lock()
@@ -213,11 +217,11 @@ class ServerSink:
 
     # --- the sink contract ---------------------------------------------------------------------
 
-    def handle(self, result: FrameResult, stats: dict) -> None:
+    def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
         """Keep the newest result and stats; wakes the stream clients. Never blocks on clients."""
         with self._cond:
             self._result = result
-            self._stats = dict(stats)
+            self._stats = stats
             self._seq += 1
             self._handled_at = time.monotonic()
             self._cond.notify_all()
@@ -261,7 +265,7 @@ class ServerSink:
     def frames_encoded(self) -> int:
         return self._frames_encoded
 
-    def snapshot(self) -> tuple[FrameResult | None, dict, int, float]:
+    def snapshot(self) -> tuple[FrameResult | None, StatsSnapshot | None, int, float]:
         """(newest result, its stats, its sequence number, seconds since it arrived)."""
         with self._cond:
             age = time.monotonic() - self._handled_at if self._result is not None else math.nan
@@ -275,10 +279,6 @@ class ServerSink:
 
     def jpeg(self) -> tuple[bytes | None, int]:
         """The newest frame, annotated and encoded (at most once per frame), and its sequence."""
-        import cv2
-
-        from edge_fer.predict import draw_faces
-
         with self._encode_lock:
             with self._cond:
                 result, seq = self._result, self._seq
@@ -335,13 +335,11 @@ class ServerSink:
         elif route == "stats":
             _, stats, _, _ = self.snapshot()
             self._count(route, 200)
-            self._send_json(req, _finite(stats))
+            self._send_json(req, _finite(stats.to_dict() if stats is not None else {}))
         elif route == "faces":
             self._count(route, 200)
             self._send_json(req, self.faces_json())
         elif route == "metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
             self._count(route, 200)
             self._send(req, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         elif route == "frame":
@@ -422,8 +420,28 @@ class ServerSink:
                 self._streams -= 1
 
 
+def metric_name(stat: str) -> tuple[str, float]:
+    """The Prometheus name of a `StatsSnapshot` field and the factor to its value: `edge_fer_`
+    + the field's name in Prometheus base units (`_ms` and `_s` fields become `_seconds`).
+    Counters get the `_total` suffix from the client library when exposed."""
+    if stat.endswith("_ms"):
+        return f"edge_fer_{stat[:-3]}_seconds", 1e-3
+    if stat.endswith("_s"):
+        return f"edge_fer_{stat[:-2]}_seconds", 1.0
+    return f"edge_fer_{stat}", 1.0
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 class _StatsCollector:
-    """Prometheus collector reading the newest stats at scrape time (no copies kept in step)."""
+    """Prometheus collector reading the newest stats at scrape time (no copies kept in step).
+
+    Every `StatsSnapshot` field with a metric kind is exported under `metric_name(field)`, with
+    the field's documentation as its help: a figure has one name and one meaning everywhere."""
+
+    _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
     def __init__(self, sink: ServerSink):
         self._sink = sink
@@ -432,40 +450,15 @@ class _StatsCollector:
         return []
 
     def collect(self):
-        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                            InfoMetricFamily)
-
         result, stats, _, age = self._sink.snapshot()
-
-        def num(key):
-            v = stats.get(key)
-            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
         yield InfoMetricFamily("edge_fer_build", "edge-fer version", value={"version": __version__})
-        for key, name, doc in (("frames_captured", "edge_fer_frames_captured", "Frames read from the source"),
-                               ("frames_processed", "edge_fer_frames_processed", "Frames detected and classified"),
-                               ("dropped", "edge_fer_frames_dropped", "Frames dropped to keep up in real time")):
-            if num(key) is not None:
-                yield CounterMetricFamily(name, doc, value=num(key))
-        fps = GaugeMetricFamily("edge_fer_fps", "Frames per second, by stage", labels=["stage"])
-        for stage in ("captured", "processed"):
-            if num(f"{stage}_fps") is not None:
-                fps.add_metric([stage], num(f"{stage}_fps"))
-        yield fps
-        lat = GaugeMetricFamily("edge_fer_latency_seconds", "Recent latency percentiles, by stage",
-                                labels=["stage", "quantile"])
-        for stage, prefix in (("detect", "detect"), ("classify", "classify"), ("total", "latency")):
-            for q, suffix in (("0.5", "p50"), ("0.95", "p95")):
-                v = num(f"{prefix}_{suffix}_ms")
-                if v is not None:
-                    lat.add_metric([stage, q], v / 1000.0)
-        yield lat
-        for key, name, doc in (("faces", "edge_fer_faces", "Faces in the newest frame"),
-                               ("uptime_s", "edge_fer_uptime_seconds", "Seconds since the pipeline started"),
-                               ("first_result_s", "edge_fer_first_result_seconds",
-                                "Seconds from start to the first processed frame")):
-            if num(key) is not None:
-                yield GaugeMetricFamily(name, doc, value=num(key))
+        for f in fields(StatsSnapshot) if stats is not None else ():
+            kind = f.metadata["metric"]
+            value = _number(getattr(stats, f.name))
+            if kind is None or value is None:
+                continue
+            name, factor = metric_name(f.name)
+            yield self._FAMILIES[kind](name, f.metadata["doc"], value=value * factor)
         by_label = GaugeMetricFamily("edge_fer_faces_by_label", "Faces in the newest frame, by smoothed emotion",
                                      labels=["label"])
         counts: dict[str, int] = {}

@@ -1,0 +1,65 @@
+"""Drawing results on frames: boxes, labels and the stats overlay (predict --annotate, the
+window, the recording and the kiosk stream)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge_fer.results import FrameResult, StatsSnapshot
+
+#: BGR colours per emotion for drawing, so a label reads at a glance.
+LABEL_COLORS = {
+    "angry": (40, 40, 230), "disgust": (60, 150, 60), "fear": (170, 60, 170),
+    "happy": (40, 200, 240), "neutral": (200, 200, 200), "sad": (200, 120, 40),
+    "surprise": (40, 160, 255),
+}
+
+
+def draw_faces(frame: np.ndarray, faces: list) -> np.ndarray:
+    """`frame` (BGR, drawn on in place) with a box and `label score` for each face.
+
+    Faces are `FaceResult`s or the pipeline's `TrackedFace`s, whose track number is shown too.
+    """
+    thick = max(1, frame.shape[1] // 400)
+    for f in faces:
+        x, y, w, h = f.box
+        color = LABEL_COLORS.get(f.label, (0, 255, 0))
+        cv2.rectangle(frame, (x, y), (x + w, y + h), color, thick)
+        track = getattr(f, "track_id", None)
+        text = (f"#{track} " if track is not None else "") + f"{f.label} {f.score:.2f}"
+        # Readable on a small face in a large photo as on a close face in a small frame.
+        fs = max(0.45, w / 250, frame.shape[1] / 2000)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
+        ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
+        cv2.rectangle(frame, (x, ty - th - 4), (x + tw + 4, ty + base - 2), color, -1)
+        cv2.putText(frame, text, (x + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), thick,
+                    cv2.LINE_AA)
+    return frame
+
+
+def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
+    """`frame` (drawn on in place) with `text` on a dark band at the top left (FPS, latency)."""
+    fs = max(0.4, frame.shape[1] / 1400)
+    thick = max(1, frame.shape[1] // 640)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)
+    cv2.rectangle(frame, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(frame, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    return frame
+
+
+def overlay_text(result: FrameResult, stats: StatsSnapshot) -> str:
+    l95 = stats.latency_p95_ms
+    return (f"{stats.fps:.1f} fps  latency p95 {'-' if l95 is None else f'{l95:.0f}'} ms"
+            f"  faces {len(result.faces)}")
+
+
+def annotate(result: FrameResult, stats: StatsSnapshot, out: np.ndarray | None = None) -> np.ndarray:
+    """A copy of the result's frame (into `out` when it fits) with boxes, labels and overlay."""
+    frame = result.frame
+    if out is None or out.shape != frame.shape:
+        out = np.empty_like(frame)
+    np.copyto(out, frame)
+    draw_faces(out, result.faces)
+    return draw_overlay(out, overlay_text(result, stats))
