@@ -11,7 +11,7 @@ import click
 
 from edge_fer import __version__
 from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
-from edge_fer.errors import EdgeFerError
+from edge_fer.errors import EdgeFerError, interruption
 
 log = logging.getLogger("edge_fer")
 
@@ -38,6 +38,18 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
+def _exit_if_interrupted(exc: BaseException) -> None:
+    """Exit as an interruption when `exc` is a Ctrl-C or SIGTERM, or an error raised while
+    unwinding one (cleanup that fails half-way replaces the interrupt with its own error)."""
+    interrupt = interruption(exc)
+    if isinstance(interrupt, Terminated):
+        click.echo("edge-fer: terminated (SIGTERM)", err=True)
+        sys.exit(TERMINATED_EXIT)
+    if interrupt is not None:
+        click.echo("edge-fer: interrupted", err=True)
+        sys.exit(130)
+
+
 def handle_errors(fn):
     """Turn the project's errors and the usual OS failures into one line and an exit code."""
 
@@ -45,16 +57,14 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            _exit_if_interrupted(exc)
         except EdgeFerError as exc:
+            _exit_if_interrupted(exc)
             click.echo(f"edge-fer: error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except Terminated:
-            click.echo("edge-fer: terminated (SIGTERM)", err=True)
-            sys.exit(TERMINATED_EXIT)
-        except KeyboardInterrupt:
-            click.echo("edge-fer: interrupted", err=True)
-            sys.exit(130)
         except OSError as exc:
+            _exit_if_interrupted(exc)
             # Disk full, permission denied, a path that went away: name the file and the cause.
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             click.echo(f"edge-fer: error: {exc.strerror or exc}{where}", err=True)

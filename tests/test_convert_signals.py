@@ -11,17 +11,9 @@ import time
 
 import pytest
 
-from conftest import FACE_CLASSIFICATION_LABELS, needs_tf
+from conftest import FACE_CLASSIFICATION_LABELS, needs_tf, tiny_classifier
 
 pytestmark = needs_tf
-
-
-def _tiny(mod):
-    mod.utils.set_random_seed(7)
-    inp = mod.Input((48, 48, 1), name="image")
-    x = mod.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
-    x = mod.layers.GlobalAveragePooling2D()(x)
-    return mod.Model(inp, mod.layers.Dense(7, activation="softmax")(x))
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +24,8 @@ def models(tmp_path_factory):
     import tf_keras
 
     d = tmp_path_factory.mktemp("models")
-    _tiny(keras).save(d / "k3.keras")
-    _tiny(tf_keras).save(d / "k2_savedmodel", save_format="tf")
+    tiny_classifier(keras).save(d / "k3.keras")
+    tiny_classifier(tf_keras).save(d / "k2_savedmodel", save_format="tf")
     return {"keras3": d / "k3.keras", "tf_keras": d / "k2_savedmodel"}
 
 
@@ -88,3 +80,25 @@ def test_a_second_sigterm_still_kills(tmp_path):
     assert proc.stdout.readline() == "cleaning\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_an_error_raised_while_unwinding_an_interrupt_is_the_interrupt():
+    """TensorFlow's tracing can fail in its own cleanup when SIGTERM lands inside it, replacing
+    the interrupt with an AttributeError that the converter reports as a failed conversion."""
+    from edge_fer.cli import Terminated
+    from edge_fer.errors import ModelError, interruption
+
+    def traced():
+        try:
+            raise Terminated
+        finally:
+            raise AttributeError("'SymbolicTensor' object has no attribute '_type_spec'")
+
+    try:
+        try:
+            traced()
+        except Exception as exc:  # what convert_bytes catches
+            raise ModelError(f"the TFLite converter failed: {exc}") from None
+    except ModelError as exc:
+        assert isinstance(interruption(exc), Terminated)
+    assert interruption(ModelError("a plain failure")) is None
