@@ -32,17 +32,26 @@ class Terminated(KeyboardInterrupt):
 TERMINATED_EXIT = 128 + signal.SIGTERM
 
 
-def _raise_terminated(signum, frame) -> None:
-    # Once: a second SIGTERM while cleaning up kills at once, as before.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise Terminated
+class _Sigterm:
+    """Whether SIGTERM came. Raising in the main thread is not always enough: TensorFlow can lose
+    the exception in its C++ (SystemError 'returned a result with an exception set') and fail
+    with an unrelated error later, which is then the termination's doing."""
+
+    received = False
+
+    @classmethod
+    def handle(cls, signum, frame) -> None:
+        cls.received = True
+        # Once: a second SIGTERM while cleaning up kills at once, as before.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
 
 
 def _exit_if_interrupted(exc: BaseException) -> None:
     """Exit as an interruption when `exc` is a Ctrl-C or SIGTERM, or an error raised while
     unwinding one (cleanup that fails half-way replaces the interrupt with its own error)."""
     interrupt = interruption(exc)
-    if isinstance(interrupt, Terminated):
+    if isinstance(interrupt, Terminated) or _Sigterm.received:
         click.echo("edge-fer: terminated (SIGTERM)", err=True)
         sys.exit(TERMINATED_EXIT)
     if interrupt is not None:
@@ -69,6 +78,9 @@ def handle_errors(fn):
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             click.echo(f"edge-fer: error: {exc.strerror or exc}{where}", err=True)
             sys.exit(7)
+        except Exception as exc:
+            _exit_if_interrupted(exc)
+            raise
 
     return wrapper
 
@@ -774,7 +786,7 @@ def check_config(file, keys):
 def main() -> None:
     # Here, not in the group: only the real process turns SIGTERM into a clean exit (a test
     # runner calling `cli` keeps its own handlers). `run` installs its own for a graceful stop.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _Sigterm.handle)
     cli(prog_name="edge-fer")
 
 

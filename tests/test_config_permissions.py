@@ -64,3 +64,9 @@ def test_a_file_owned_by_another_user_is_refused(config):
     assert line.endswith(f"chown root {config}")
     os.chown(config, 0, 0)
     assert CliRunner().invoke(cli, ["check-config", str(config)]).exit_code == 0
+
+
+def test_dev_null_still_means_no_config():
+    """`--config /dev/null` (mode 0666) is how scripts and tests say "no config file"."""
+    r = CliRunner().invoke(cli, ["check-config", os.devnull], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
