@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dys", default="0", help="box transform vertical shifts to try (fraction of height)")
     ap.add_argument("--level", choices=["off", "on", "both"], default="off",
                     help="level the eyes before cropping (detectors with landmarks)")
+    ap.add_argument("--level-above", type=float, default=1.0,
+                    help="level only faces whose eyes tilt by at least DEG")
     ap.add_argument("--tilt", type=float, default=0.0, help="turn each face by up to +-DEG")
     ap.add_argument("--limit", type=int, default=None, help="stratified sample size")
     ap.add_argument("--json", action="store_true")
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
             box = CropTransform(scale, 0.0, dy).apply(hit.box, fw, fh)
             if level and hit.landmarks:
                 crops[g].append(crop_face_levelled(frame, box, (hit.landmark("right_eye"), hit.landmark("left_eye")),
-                                                   clf.input_size, "gray", margin))
+                                                   clf.input_size, "gray", margin,
+                                                   args.level_above))
             else:
                 crops[g].append(crop_face(frame, box, clf.input_size, "gray", margin))
     found_idx = np.asarray(found_idx, dtype=np.int64)

@@ -41,7 +41,8 @@ from clips import make_clip  # noqa: E402
 from crop_margin import iou, place_in_frame  # noqa: E402
 from edge_fer.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.datasets import load_folder, remap_labels  # noqa: E402
-from edge_fer.detector import DETECTORS, DetectorOptions, create_detector, crop_face  # noqa: E402
+from edge_fer.detector import (DETECTORS, DetectorOptions, create_detector, crop_detected,  # noqa: E402
+                               crop_face)
 from edge_fer.evaluate import score  # noqa: E402
 from edge_fer.images import read_image  # noqa: E402
 from edge_fer.pipeline.tracking import iou_matrix  # noqa: E402
@@ -89,15 +90,14 @@ def on_padded_fer(dets: dict, clf, data) -> dict:
     false = {n: 0 for n in dets}
     for i, face in enumerate(data.images):
         frame, truth = place_in_frame(face, rng)
-        fh, fw = frame.shape[:2]
         for name, det in dets.items():
             faces = det.detect(frame)
             hits = [f for f in faces if iou(f.box, truth) > 0.3]
             false[name] += len(faces) - len(hits)
             if hits:
                 hit = max(hits, key=lambda f: iou(f.box, truth))
-                crops[name][i] = crop_face(frame, det.crop_box(hit.box, fw, fh), clf.input_size,
-                                           "gray", clf.crop_margin)
+                crops[name][i] = crop_detected(frame, hit.box, hit.landmarks, det.crop,
+                                               clf.input_size, "gray", clf.crop_margin)
     direct = np.argmax(clf.predict_proba([crop_face(f, (0, 0, f.shape[1], f.shape[0]), clf.input_size, "gray")
                                           for f in data.images]), axis=1)
     preds = {n: dict(zip(c, np.argmax(clf.predict_proba(list(c.values())), axis=1)))

@@ -11,9 +11,12 @@ import click
 
 from edge_fer import __version__
 from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
-from edge_fer.errors import EdgeFerError, interruption
+from edge_fer.errors import EdgeFerError, OutputError, interruption
 
 log = logging.getLogger("edge_fer")
+
+RUN_INTERPRETER_THREADS = 2
+"""`run`'s interpreter threads when --threads is not given (at most the machine's cores)."""
 
 
 def _setup_logging(verbose: int) -> None:
@@ -125,14 +128,6 @@ class EdgeFerGroup(click.Group):
 def cli(verbose: int) -> None:
     """Facial-emotion recognition on Raspberry-Pi-class devices."""
     _setup_logging(verbose)
-
-
-def _default_model() -> str:
-    import os
-
-    from edge_fer_models import DEFAULT_MODEL
-
-    return os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL)
 
 
 def model_options(fn):
@@ -277,21 +272,23 @@ def config_option(default_path=None):
 
 
 def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
-    from edge_fer.classifier import ClassifierOptions, EmotionClassifier
+    from edge_fer import api
 
-    return EmotionClassifier(model or _default_model(), ClassifierOptions(
-        labels=labels, normalization=normalization, crop_margin=crop_margin,
-        num_threads=threads, backend=backend, flip_tta=tta))
+    return api.load_classifier(model, labels=labels, normalization=normalization,
+                               crop_margin=crop_margin, threads=threads, tta=tta, backend=backend)
+
+
+def detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width):
+    return dict(detect_score=detect_score, cascade=cascade, scale_factor=scale_factor,
+                min_neighbors=min_neighbors, min_face=min_face, detect_width=detect_width)
 
 
 def load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
                   detect_width, backend=None):
-    from edge_fer.detector import DetectorOptions, create_detector
+    from edge_fer import api
 
-    return create_detector(detector, DetectorOptions(
-        cascade=cascade, scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_face,
-        detect_width=detect_width, min_score=detect_score,
-        backend=None if backend in (None, "auto") else backend))
+    return api.load_detector(detector, backend=backend, **detector_kwargs(
+        detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width))
 
 
 @cli.command()
@@ -344,16 +341,17 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
     import json
     from pathlib import Path
 
+    from edge_fer.api import Analyzer
     from edge_fer.errors import InputError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
     from edge_fer.draw import draw_faces
-    from edge_fer.predict import FacePredictor, ImageResult
+    from edge_fer.predict import ImageResult
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
-    det = None if no_detect else load_detector(detector, detect_score, cascade, scale_factor,
-                                               min_neighbors, min_face, detect_width, backend)
-    predictor = FacePredictor(clf, det)
+    analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
+                        labels=labels, normalization=normalization, crop_margin=crop_margin,
+                        **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
+                                          min_face, detect_width))
     out_dir = Path(annotate) if annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -366,7 +364,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
             click.echo(f"edge-fer: error: {exc}", err=True)
             failures += 1
             continue
-        faces = predictor.predict_frame(frame)
+        faces = analyzer.analyze(frame)
         result = ImageResult(str(path), faces)
         if as_json:
             click.echo(json.dumps(result.to_dict()))
@@ -399,6 +397,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                    "(default: the file's own rate).")
 @click.option("--realtime", is_flag=True,
               help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@click.option("--source-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              metavar="SECONDS",
+              help="Cameras and streams: keep retrying one that is down at the start or lost "
+                   "during the run for this long, then fail; 0 retries until stopped.")
 @max_pixels_option
 @model_options
 @detector_options(detect_width=320)
@@ -421,8 +423,10 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
 @click.option("--display/--headless", default=None,
               help="Show the annotated stream in a window (default: when a GUI is available).")
 @click.option("--record", type=click.Path(dir_okay=False),
-              help="Save the annotated stream to a video (.mp4, .mov, .mkv, .avi); the only way "
-                   "frames reach the disk.")
+              help="Save the annotated stream to a video: .mkv (MPEG-4) or .avi (MJPEG), both "
+                   "readable if the run is cut short; the only way frames reach the disk. An "
+                   "existing file is refused; strftime fields (%Y%m%d-%H%M%S) name each run's own.")
+@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -435,11 +439,11 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
 @handle_errors
-def run(camera, source, width, height, fps, realtime, max_pixels, model, labels, normalization,
-        crop_margin, threads, tta, backend, detector, detect_score, cascade, scale_factor,
-        min_neighbors, min_face, detect_width, detect_every, smoothing, iou_threshold, log_json,
-        log_interval, log_max_bytes,
-        log_backups, display, record, max_frames, duration, serve, token):
+def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
+        normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
+        scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
+        iou_threshold, log_json, log_interval, log_max_bytes,
+        log_backups, display, record, overwrite, max_frames, duration, serve, token):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -449,12 +453,10 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
     import contextlib
     import os
 
+    from edge_fer.api import OutputOptions, add_output_sinks, open_server, run_header
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
-    from edge_fer.sinks.display import DisplaySink, gui_problem
-    from edge_fer.sinks.jsonlines import JsonLinesSink
     from edge_fer.sinks.log import LogSink, format_summary
-    from edge_fer.sinks.recorder import RecorderSink
 
     ctx = click.get_current_context()
     if token and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
@@ -464,20 +466,17 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
     camera, source = _one_source(ctx, camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
-                             lores_width=detect_width, max_pixels=max_pixels)
+                             lores_width=detect_width, reconnect_timeout_s=source_timeout or None,
+                             max_pixels=max_pixels)
     src = open_source(capture)
+    out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
+                        log_backups=log_backups, display=display, record=record,
+                        overwrite=overwrite, serve=serve, token=token)
     with contextlib.ExitStack() as cleanup:
-        sinks = []
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
-        server = None
-        if serve:
-            from edge_fer.sinks.server import ServerOptions, ServerSink
-
-            server = cleanup.enter_context(ServerSink(ServerOptions.from_serve(serve, token)))
-            sinks.append(server)
-        elif token:
-            log.warning("--token has no effect without --serve")
+        server = open_server(out, cleanup)
+        sinks = [server] if server else []
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
             from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
@@ -487,6 +486,11 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
             sinks.append(monitor)
         face_detector = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors,
                                       min_face, detect_width, backend)
+        if threads is None:
+            # Capture and detection have a core each on a four-core Pi; two interpreter threads
+            # are the rest. One is not enough for three faces at 30 fps on a Pi 4
+            # (benchmarks/pi_budget.py); a single interpreter thread is LiteRT's own default.
+            threads = min(RUN_INTERPRETER_THREADS, os.cpu_count() or 1)
         classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
         if monitor is not None:
             monitor.model_loaded()
@@ -495,28 +499,18 @@ def run(camera, source, width, height, fps, realtime, max_pixels, model, labels,
                             PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
                                                                     iou_threshold=iou_threshold,
                                                                     smoothing=smoothing)))
-        # Slow sinks (a window, a video encoder) last: the cheap ones see each result first.
-        slow = []
-        if display or (display is None and gui_problem() is None):
-            slow.append(DisplaySink(pipeline.stop))
-        if record:
-            slow.append(RecorderSink(record))
+        if server is not None:
+            server.follow(pipeline.stats)
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
-        if log_json:
-            header = {"version": __version__, **pipeline.describe(),
-                      "serve": server.url if server else None}
-            json_log = JsonLinesSink(log_json, log_interval, header, max_bytes=log_max_bytes,
-                                     backups=log_backups)
-            cleanup.callback(json_log.close)
-            sinks.append(json_log)
-        for sink in sinks + slow:
-            pipeline.add_sink(sink)
+        add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
         with stop_on_signals(pipeline):
             pipeline.start()
             pipeline.wait()
     click.echo(format_summary(pipeline.summary()))
     if pipeline.error is not None:
         raise pipeline.error
+    if pipeline.output_failures:
+        raise OutputError(f"not everything asked for was written: {'; '.join(pipeline.output_failures)}")
 
 
 def _one_source(ctx, camera, source):
@@ -555,10 +549,11 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
+    from edge_fer.api import default_model_path
     from edge_fer.datasets import load_labelled, remap_labels
     from edge_fer.evaluate import detect_largest_faces, evaluate_probs
 
-    path = model or _default_model()
+    path = model or default_model_path()
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
         from edge_fer_convert.loader import KerasClassifier
 

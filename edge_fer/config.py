@@ -49,13 +49,14 @@ MIN_TOKEN_LENGTH = 16
 #: it means (the help text) are read off the click option, so the file and the command line
 #: cannot drift apart.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "source": ("camera", "source", "width", "height", "fps", "realtime", "max_pixels"),
+    "source": ("camera", "source", "width", "height", "fps", "realtime", "source_timeout",
+               "max_pixels"),
     "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
     "detection": ("detector", "detect_score", "cascade", "scale_factor", "min_neighbors",
                   "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "max_frames", "duration"),
+    "output": ("display", "record", "overwrite", "max_frames", "duration"),
     "server": ("serve", "token"),
 }
 #: Files the run reads: the command line checks them when it loads them, the config file at once,

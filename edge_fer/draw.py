@@ -19,7 +19,7 @@ LABEL_COLORS = {
 def draw_faces(frame: np.ndarray, faces: list) -> np.ndarray:
     """`frame` (BGR, drawn on in place) with a box and `label score` for each face.
 
-    Faces are `FaceResult`s or the pipeline's `TrackedFace`s, whose track number is shown too.
+    Faces are `edge_fer.Face`s or the pipeline's `TrackedFace`s, whose track number is shown too.
     """
     thick = max(1, frame.shape[1] // 400)
     for f in faces:

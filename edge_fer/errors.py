@@ -40,6 +40,19 @@ class SourceError(EdgeFerError):
 
     exit_code = 6
 
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+        """Waiting will not help (a library not installed, a bad address): a live source does
+        not retry it."""
+
+
+class OutputError(EdgeFerError):
+    """An output the user asked for (a log, a recording) could not be written, or not all of it
+    (a full disk, a file-size limit, an I/O error)."""
+
+    exit_code = 7
+
 
 def interruption(exc: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C (or SIGTERM, raised as one) that `exc` was raised while unwinding, if any.

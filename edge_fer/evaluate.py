@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge_fer.datasets import LabelledImages
-from edge_fer.detector import FaceDetector, crop_face
+from edge_fer.detector import FaceDetector, crop_detected
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def detect_largest_faces(data: LabelledImages, detector: FaceDetector, size: tup
         faces = detector.detect(img)
         if faces:
             keep.append(i)
-            h, w = img.shape[:2]
-            crops.append(crop_face(img, detector.crop_box(faces[0].box, w, h), size, color, margin))
+            crops.append(crop_detected(img, faces[0].box, faces[0].landmarks, detector.crop, size,
+                                       color, margin))
     idx = np.asarray(keep, dtype=np.int64)
     images = np.stack(crops) if crops else np.zeros((0, size[1], size[0]), np.uint8)
     return (LabelledImages(images, data.labels[idx], data.classes, [data.paths[i] for i in keep]),

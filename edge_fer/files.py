@@ -42,3 +42,64 @@ def write_atomically(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+class LineLog:
+    """An append-only file of whole lines, size-capped and rotated like `RotatingFileHandler`.
+
+    Each line goes to the file in one `os.write` of the complete line. When the disk fills up
+    (or a file-size limit is hit) mid-line, the file is cut back to the end of the last complete
+    line before the error is raised, so a reader never finds half a record. When the next line
+    would take the file past `max_bytes`, FILE becomes FILE.1 (FILE.1 becomes FILE.2, ...) and
+    `backups` old files are kept. Not thread-safe: one writer.
+    """
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 0, backups: int = 0):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        """Rotate before a line would take the file past this size; 0: never."""
+        self.backups = backups
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{i}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            os.truncate(self.path, 0)
+        self._fd = self._open()
+
+    def write(self, line: str) -> None:
+        """Append `line` (a newline is added); OSError naming the file when it cannot be whole."""
+        if self._fd < 0:
+            raise OSError(9, "the log is closed", str(self.path))
+        data = (line.rstrip("\n") + "\n").encode("utf-8")
+        size = -1
+        try:
+            size = os.fstat(self._fd).st_size
+            if self.max_bytes and size and size + len(data) > self.max_bytes:
+                self._rotate()
+                size = 0
+            done = 0
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError as exc:
+            if self._fd >= 0 and size >= 0:
+                try:
+                    os.ftruncate(self._fd, size)
+                except OSError:
+                    pass  # nothing more can be done; the error below says what happened
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

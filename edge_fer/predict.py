@@ -3,47 +3,62 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edge_fer.classifier import EmotionClassifier
-from edge_fer.detector import Box, CropTransform, FaceDetector, crop_face
+from edge_fer.classifier import EmotionClassifier, Prediction
+from edge_fer.detector import Box, CropTransform, FaceDetector, crop_detected, crop_face
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FaceResult:
-    """One face: where it is and what it shows."""
+@dataclass(frozen=True)
+class Face:
+    """One face of an image: where it is and what it shows. What `edge_fer.analyze` returns and
+    `edge-fer predict --json` prints (through `to_dict`)."""
 
-    box: list[int]
-    """[x, y, w, h] in image pixels."""
+    box: Box
+    """(x, y, w, h) in image pixels."""
     label: str
+    """The most probable emotion."""
     score: float
-    scores: dict[str, float] = field(default_factory=dict)
-    landmarks: list[list[float]] = field(default_factory=list)
-    """[x, y] per keypoint (see `edge_fer.detector.LANDMARK_NAMES`) when the detector has them."""
+    """The probability of `label`, 0..1."""
+    scores: Mapping[str, float] = field(default_factory=dict, hash=False)
+    """The probability of every label the model knows, in the model's label order."""
+    landmarks: tuple[tuple[float, float], ...] = ()
+    """(x, y) per keypoint (see `edge_fer.detector.LANDMARK_NAMES`) when the detector has them
+    (BlazeFace), else empty."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The face as `predict --json` prints it: scores rounded to 4 places, landmarks to 0.1
+        px and left out when there are none."""
+        d: dict[str, Any] = {"box": [int(v) for v in self.box], "label": self.label,
+                             "score": round(float(self.score), 4),
+                             "scores": {k: round(float(v), 4) for k, v in self.scores.items()}}
+        if self.landmarks:
+            d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
+        return d
 
 
 @dataclass
 class ImageResult:
-    path: str
-    faces: list[FaceResult]
+    """The faces of one image file: one line of `predict --json`."""
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for face in d["faces"]:
-            if not face["landmarks"]:
-                del face["landmarks"]
-        return d
+    path: str
+    faces: list[Face]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "faces": [f.to_dict() for f in self.faces]}
 
 
 class FacePredictor:
     """Detector plus classifier for whole frames; `detector=None` treats a frame as one face.
 
     Crops are taken from the detector's box through the detector's own `CropTransform` (or
-    `crop`, for boxes from elsewhere), then the model's crop margin.
+    `crop`, for boxes from elsewhere), then the model's crop margin. Not thread-safe (neither is
+    an interpreter): `edge_fer.Analyzer` adds the lock.
     """
 
     def __init__(self, classifier: EmotionClassifier, detector: FaceDetector | None,
@@ -52,25 +67,30 @@ class FacePredictor:
         self.detector = detector
         self.crop = crop or (detector.crop if detector is not None else CropTransform())
 
-    def crops(self, frame: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
+    def crops(self, frame: np.ndarray, boxes: list[Box],
+              landmarks: list[tuple] | None = None) -> list[np.ndarray]:
         c = self.classifier
-        fh, fw = frame.shape[:2]
-        return [crop_face(frame, self.crop.apply(b, fw, fh), c.input_size, c.color, c.crop_margin)
-                for b in boxes]
+        landmarks = landmarks or [()] * len(boxes)
+        return [crop_detected(frame, b, lm, self.crop, c.input_size, c.color, c.crop_margin)
+                for b, lm in zip(boxes, landmarks)]
 
-    def predict_frame(self, frame: np.ndarray) -> list[FaceResult]:
+    def predict_frame(self, frame: np.ndarray) -> list[Face]:
+        """The faces of `frame` (uint8 BGR H x W x 3 or gray H x W), largest first."""
         if self.detector is None:
-            h, w = frame.shape[:2]
-            boxes: list[Box] = [(0, 0, w, h)]
-            landmarks: list = [()]
-            faces = [crop_face(frame, boxes[0], self.classifier.input_size, self.classifier.color)]
-        else:
-            found = self.detector.detect(frame)
-            boxes = [f.box for f in found]
-            landmarks = [f.landmarks for f in found]
-            faces = self.crops(frame, boxes)
-        preds = self.classifier.classify(faces)
-        return [FaceResult(list(map(int, b)), p.label, round(p.score, 4),
-                           {k: round(v, 4) for k, v in p.scores.items()},
-                           [[round(x, 1), round(y, 1)] for x, y in lm])
-                for b, lm, p in zip(boxes, landmarks, preds)]
+            return self.classify_whole([frame])
+        found = self.detector.detect(frame)
+        preds = self.classifier.classify(self.crops(frame, [f.box for f in found],
+                                                    [f.landmarks for f in found]))
+        return [_face(f.box, p, f.landmarks) for f, p in zip(found, preds)]
+
+    def classify_whole(self, images: Sequence[np.ndarray]) -> list[Face]:
+        """Each image taken as one face (already cropped), its box the whole image."""
+        c = self.classifier
+        boxes = [(0, 0, im.shape[1], im.shape[0]) for im in images]
+        preds = c.classify([crop_face(im, b, c.input_size, c.color) for im, b in zip(images, boxes)])
+        return [_face(b, p) for b, p in zip(boxes, preds)]
+
+
+def _face(box: Box, p: Prediction, landmarks: tuple[tuple[float, float], ...] = ()) -> Face:
+    return Face(tuple(int(v) for v in box), p.label, p.score, dict(p.scores),  # type: ignore[arg-type]
+                tuple((float(x), float(y)) for x, y in landmarks))

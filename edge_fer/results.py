@@ -139,6 +139,9 @@ class RunSummary(StatsSnapshot):
     stop_reason: str = _figure("Why the run ended: end of source, max frames, duration, a "
                                "signal, or the stage that failed.", None)
     error: str | None = _figure("The error that ended the run, or None.", None)
+    outputs_failed: list[str] = field(default_factory=list, metadata={
+        "doc": "Outputs that stopped before the end (a full disk): what was not written, in "
+               "words; the exit code is then 7.", "metric": None})
     started_wall: float | None = _figure("Unix time at which the pipeline started.", None)
 
 

@@ -159,3 +159,52 @@ class FakePicamera2:
         self.started = False
         if self._cap is not None:
             self._cap.release()
+
+
+def clip_jpegs(clip: Clip) -> list[bytes]:
+    """The clip's frames as JPEG files, as an IP camera sends them."""
+    import cv2
+
+    cap = cv2.VideoCapture(os.fspath(clip.path))
+    jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(clip.frames)]
+    cap.release()
+    return jpegs
+
+
+def mjpeg_server(jpegs: list[bytes], port: int = 0, fps: float = 60.0):
+    """An HTTP MJPEG camera (multipart/x-mixed-replace, as IP cameras serve) on localhost,
+    looping over `jpegs`; `stop_server` takes it away."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            i = 0
+            try:
+                while not self.server.going_away:
+                    jpg = jpegs[i % len(jpegs)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpg) + jpg + b"\r\n")
+                    i += 1
+                    time.sleep(1 / fps)
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.going_away = False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_server(server) -> None:
+    server.going_away = True  # ends the open streams too, as a camera losing power would
+    server.shutdown()
+    server.server_close()

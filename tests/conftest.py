@@ -118,8 +118,42 @@ def assert_one_line_error(result, *needles, code=None) -> str:
     return err[0]
 
 
+def run_cli(*args, env=None, preexec_fn=None, timeout=120):
+    """The real entry point in a subprocess: exit code and both streams, as a user sees them
+    (what C libraries such as OpenCV print included)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          preexec_fn=preexec_fn)
+
+
 def small_disk(limit: int = 20_000) -> None:
     """`preexec_fn` for a subprocess whose file writes fail past `limit` bytes, as on a full
     disk; SIGXFSZ is ignored so the write returns EFBIG instead of killing the process."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """`make(size_bytes) -> Path`: a really small filesystem (a tmpfs mounted for the test and
+    unmounted after it), for a disk that fills up; skipped where mounting is not allowed."""
+    import subprocess
+
+    mounts = []
+
+    def make(size: int) -> Path:
+        where = tmp_path / f"disk{len(mounts)}"
+        where.mkdir()
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {p.stderr.strip()}")
+        mounts.append(where)
+        return where
+
+    yield make
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error, small_disk
+from conftest import assert_one_line_error, run_cli, small_disk
 from edge_fer.cli import cli
-
-
-def run_cli(*args, env=None, preexec_fn=None):
-    """The real entry point in a subprocess: exit code and both streams, as a user sees them."""
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})},
-                          preexec_fn=preexec_fn)
 
 
 def invoke(*args):

@@ -258,6 +258,38 @@ def test_the_detector_sees_a_tilt_and_levelling_undoes_it(detectors, photo):
     assert np.abs(plain - ref).mean() > 3 * np.abs(levelled - ref_levelled).mean()
 
 
+def test_crops_level_only_past_the_detectors_threshold(photo):
+    from edge_fer.detector import crop_detected
+
+    box = TEST_IMAGE_FACES[0]
+    x, y, w, h = box
+    flat = ((x + 0.3 * w, y + 0.4 * h), (x + 0.7 * w, y + 0.4 * h))
+    slight = ((x + 0.3 * w, y + 0.4 * h), (x + 0.7 * w, y + 0.45 * h))  # about 7 degrees
+    steep = ((x + 0.3 * w, y + 0.3 * h), (x + 0.7 * w, y + 0.5 * h))  # about 27 degrees
+    t = CropTransform(level_above=12.0)
+    plain = crop_face(photo, box, (48, 48), "gray")
+    for eyes, levelled in ((flat, False), (slight, False), (steep, True)):
+        lm = eyes + ((0.0, 0.0),) * 4
+        got = crop_detected(photo, box, lm, t, (48, 48), "gray")
+        assert (not np.array_equal(got, plain)) == levelled
+    # No landmarks (Haar), or no threshold: never levelled.
+    assert np.array_equal(crop_detected(photo, box, (), t, (48, 48), "gray"), plain)
+    assert np.array_equal(crop_detected(photo, box, steep + ((0.0, 0.0),) * 4, CropTransform(),
+                                        (48, 48), "gray"), plain)
+
+
+def test_tracks_carry_the_keypoints_of_their_last_detection():
+    from edge_fer.pipeline.tracking import IouTracker
+
+    tr = IouTracker()
+    tr.update([(0, 0, 10, 10)], [((1.0, 2.0),)])
+    tr.update([(1, 0, 10, 10)], [((3.0, 4.0),)])
+    (snap,) = tr.snapshot()
+    assert snap.box == (1, 0, 10, 10) and snap.landmarks == ((3.0, 4.0),)
+    tr.update([(50, 50, 10, 10)])
+    assert [t.landmarks for t in tr.snapshot()][-1] == ()
+
+
 # -- the pipeline with each detector ---------------------------------------------------------------
 
 

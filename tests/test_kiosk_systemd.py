@@ -95,6 +95,31 @@ def test_exec_start_is_a_run_the_cli_takes_with_the_shipped_config(tmp_path):
     assert "LogsDirectory=edge-fer" in unit and params["log_json"].startswith("/var/log/edge-fer/")
 
 
+def _unit_settings(path: Path) -> dict[str, str]:
+    """`Section.Key` -> value of a unit file (the last one wins, as in systemd)."""
+    out, section = {}, ""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out[f"{section}.{key.strip()}"] = value.strip()
+    return out
+
+
+def test_the_service_is_never_left_failed_for_good():
+    # A camera or stream that comes up late, or a fault that clears, must find the service still
+    # restarting: no start limit (systemd 252, Debian 12, has no RestartSteps= to slow it down).
+    unit = _unit_settings(SYSTEMD / "edge-fer.service")
+    assert unit["Service.Restart"] in ("on-failure", "always")
+    assert unit["Unit.StartLimitIntervalSec"] == "0"
+    assert int(unit["Service.RestartSec"]) >= 5  # spaced, not a tight loop
+    # The browser comes back with the service after a restart, not only at boot.
+    kiosk = _unit_settings(SYSTEMD / "edge-fer-kiosk.service")
+    assert "edge-fer.service" in kiosk["Install.WantedBy"].split()
+
+
 # --- install.sh into a DESTDIR ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
     import cv2
 
     log = tmp_path / "stats.jsonl"
-    video = tmp_path / "annotated.mp4"
+    video = tmp_path / "annotated.mkv"
     r = invoke("--source", clip.path, "--model", default_model, "--max-frames", 40,
                "--log-json", log, "--log-interval", 0.2, "--record", video)
     assert r.exit_code == 0, r.output
@@ -83,7 +83,8 @@ def _empty_dir(tmp_path):
     (lambda t: ["--source", t / "missing.mp4"], 6, "video file not found"),
     (lambda t: ["--source", _not_a_video(t)], 6, "is not a video OpenCV can read"),
     (lambda t: ["--source", _empty_dir(t)], 6, "no images in folder"),
-    (lambda t: ["--camera", "usb:97"], 6, "no camera at /dev/video97"),
+    (lambda t: ["--camera", "usb:97", "--source-timeout", 0.3], 6,
+     "did not come up within 0.3 s (--source-timeout): no camera at /dev/video97"),
     (lambda t: ["--camera", "webcam"], 2, "expected pi, usb:N"),
     (lambda t: ["--camera", "0", "--source", "a.mp4"], 2, "give one of --camera"),
     (lambda t: [], 2, "give one of --camera"),

@@ -235,8 +235,11 @@ def test_detection_on_a_downscaled_plane_reports_full_frame_boxes(images_dir):
     full = det.detect(frame)
     small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (320, 180), interpolation=cv2.INTER_AREA)
     from_plane = det.detect(small, full_size=(640, 360))
-    assert len(full) >= 3
-    assert sorted(f.box for f in full) == sorted(f.box for f in from_plane)
+    assert len(full) >= 3 and len(from_plane) == len(full)
+    # The same faces, in full-frame pixels; not the same pixels to the letter (a colour frame is
+    # shrunk then converted, the plane converted then shrunk, and aarch64 rounds differently).
+    m = iou_matrix([f.box for f in full], [f.box for f in from_plane])
+    assert (m.max(axis=1) > 0.8).all(), m
 
 
 # -- capture: sources, faults, reconnecting --------------------------------------------------------
@@ -322,6 +325,51 @@ def test_live_source_that_never_returns_gives_a_clear_error():
     assert stats.frames_captured == 2
 
 
+def test_live_source_down_at_the_start_is_retried_until_it_comes_up(caplog):
+    class LateCamera(FlakyCamera):
+        def open(self):
+            self.opens += 1
+            if self.opens <= 2:  # plugged in, or powered up, after the run started
+                raise SourceError("late camera: device not found")
+
+    cam = LateCamera(fail_after=0)
+    opts = CaptureOptions(camera="0", max_frames=5, reconnect_initial_s=0.01, reconnect_max_s=0.05)
+    with caplog.at_level(logging.WARNING, logger="edge_fer.pipeline.capture"):
+        stats, out, errors, ends = _run_capture(cam, opts)
+    assert not errors and ends == ["max frames"]
+    assert stats.frames_captured == 5 and stats.reconnects == 0 and cam.opens == 3
+    assert "retrying for up to 30 s" in caplog.text and "open failed" in caplog.text
+    assert "is up after" in caplog.text
+
+
+def test_a_fault_waiting_cannot_fix_is_not_retried():
+    class NoLibrary(FlakyCamera):
+        def open(self):
+            self.opens += 1
+            raise SourceError("picamera2 is not installed", permanent=True)
+
+    cam = NoLibrary()
+    stats, out, errors, ends = _run_capture(cam, CaptureOptions(camera="pi", reconnect_initial_s=0.01))
+    assert cam.opens == 1 and len(errors) == 1 and "not installed" in str(errors[0])
+
+
+def test_stop_while_a_live_source_is_down_is_a_stop_not_a_failure():
+    cam = FlakyCamera(fail_after=3, comes_back=False)
+    stats = PipelineStats()
+    stats.start()
+    stop, errors, ends = threading.Event(), [], []
+    stage = CaptureStage(cam, CaptureOptions(camera="0", reconnect_initial_s=0.05), LatestQueue(10),
+                         stats, stop, lambda n, e: errors.append(e), lossless=False, on_end=ends.append)
+    stage.start()
+    deadline = time.monotonic() + 5
+    while cam.opens < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cam.opens >= 3  # in the backoff between refused attempts
+    stop.set()
+    assert stage.join(2)
+    assert not errors and ends == ["stopped"]
+
+
 class _BrokenCamera:
     """picamera2-like object whose start fails like a camera in use elsewhere."""
 
@@ -381,53 +429,13 @@ def test_pi_camera_rejects_a_lores_stream_of_the_wrong_shape(tmp_path):
         src.read()
 
 
-def _mjpeg_server(jpegs: list[bytes], port: int = 0):
-    """An HTTP MJPEG camera (multipart/x-mixed-replace, as IP cameras serve) on localhost."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            i = 0
-            try:
-                while not self.server.going_away:
-                    jpg = jpegs[i % len(jpegs)]
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                     % len(jpg) + jpg + b"\r\n")
-                    i += 1
-                    time.sleep(1 / 60)
-            except OSError:
-                pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.going_away = False
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def _stop_server(server):
-    server.going_away = True  # ends the open streams too, as a camera losing power would
-    server.shutdown()
-    server.server_close()
-
-
 def test_http_stream_that_goes_away_mid_run_is_reconnected(images_dir, tmp_path, caplog):
     """A real FFmpeg stream over HTTP: the camera goes away mid-run and comes back."""
-    import cv2
-
-    from clips import make_clip
+    from clips import clip_jpegs, make_clip, mjpeg_server, stop_server
     from edge_fer.pipeline.capture import StreamSource
 
-    clip = make_clip(tmp_path / "live.mp4", images_dir, frames=20, n_faces=1)
-    cap = cv2.VideoCapture(str(clip.path))
-    jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(clip.frames)]
-    server = _mjpeg_server(jpegs)
+    jpegs = clip_jpegs(make_clip(tmp_path / "live.mp4", images_dir, frames=20, n_faces=1))
+    server = mjpeg_server(jpegs)
     port = server.server_address[1]
     source = StreamSource(f"http://user:secret@127.0.0.1:{port}/", timeout_s=2)
     stats = PipelineStats()
@@ -441,14 +449,14 @@ def test_http_stream_that_goes_away_mid_run_is_reconnected(images_dir, tmp_path,
             deadline = time.monotonic() + 20
             while stats.frames_captured < 10 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            _stop_server(server)
+            stop_server(server)
             while "reconnect failed" not in caplog.text and time.monotonic() < deadline:
                 time.sleep(0.02)
-            server = _mjpeg_server(jpegs, port)
+            server = mjpeg_server(jpegs, port)
             assert stage.join(20), "capture did not finish after the stream came back"
         finally:
             stop.set()
-            _stop_server(server)
+            stop_server(server)
     assert not errors
     assert stats.frames_captured == 40 and stats.reconnects == 1
     assert out.get(0).image.shape == (480, 640, 3)

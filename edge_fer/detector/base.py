@@ -56,10 +56,13 @@ class CropTransform:
     """Shift of the centre to the right, as a fraction of the box width."""
     dy: float = 0.0
     """Shift of the centre downwards, as a fraction of the box height."""
+    level_above: float | None = None
+    """Turn the face upright (eyes level) before cropping when its eyes tilt by at least this
+    many degrees; None never does. Needs a detector with landmarks."""
 
     def apply(self, box: Box, frame_w: int, frame_h: int) -> Box:
         """The transformed box, clipped to the frame (never empty)."""
-        if (self.scale, self.dx, self.dy) == (1.0, 0.0, 0.0):
+        if (self.scale, self.dx, self.dy) == (1.0, 0.0, 0.0):  # Haar's: nothing to do
             return box
         x, y, w, h = box
         cx, cy = x + w / 2 + self.dx * w, y + h / 2 + self.dy * h
@@ -119,10 +122,6 @@ class FaceDetector(ABC):
         """Faces in `frame` (BGR H x W x 3 or gray H x W, uint8), largest first, in its pixels,
         or in those of a frame of `full_size` (w, h) when `frame` is a smaller view of it (a Pi
         camera's low-resolution plane); `min_size` is always in full-frame pixels."""
-
-    def crop_box(self, box: Box, frame_w: int, frame_h: int) -> Box:
-        """The region to classify for a face this detector found at `box`."""
-        return self.crop.apply(box, frame_w, frame_h)
 
     def describe(self) -> dict:
         """What a log records about the detector."""

@@ -202,7 +202,10 @@ class BlazeFaceShort(BlazeFaceDetector):
     name = "blazeface"
     model = SHORT_RANGE
     default_detect_every = 2
-    crop = CropTransform()
+    # benchmarks/crop_margin.py on PublicTest: its box is ~0.84 of a FER2013 crop; 1.15 and a
+    # little upwards scored best (66.29 % against 65.45 % untransformed); levelling past 12
+    # degrees gains 0.6 points on faces tilted up to 15 and costs nothing measurable upright.
+    crop = CropTransform(scale=1.15, dy=-0.025, level_above=12.0)
 
 
 class BlazeFaceFull(BlazeFaceDetector):
@@ -211,4 +214,6 @@ class BlazeFaceFull(BlazeFaceDetector):
     name = "blazeface-full"
     model = FULL_RANGE
     default_detect_every = 3
-    crop = CropTransform()
+    # Measured as for the short-range model (on the 1,337 PublicTest faces it finds in 320x240
+    # frames): 1.1 scored 68.89 % against 67.46 % untransformed; levelling as above.
+    crop = CropTransform(scale=1.1, level_above=12.0)

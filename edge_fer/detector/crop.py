@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from edge_fer.detector.base import Box
+from edge_fer.detector.base import Box, CropTransform, LANDMARK_NAMES
 from edge_fer.images import resize_to
 
 
@@ -44,8 +44,10 @@ def roll_degrees(right_eye: tuple[float, float], left_eye: tuple[float, float]) 
 
 
 def crop_face_levelled(frame: np.ndarray, box: Box, eyes: tuple[tuple[float, float], tuple[float, float]],
-                       size: tuple[int, int], color: str, margin: float = 0.0) -> np.ndarray:
-    """Like `crop_face`, with the face first rotated about the box centre so the eyes are level.
+                       size: tuple[int, int], color: str, margin: float = 0.0,
+                       min_degrees: float = 1.0) -> np.ndarray:
+    """Like `crop_face`, with the face first rotated about the box centre so the eyes are level
+    when they tilt by at least `min_degrees`.
 
     The rotation runs at the frame's own resolution on a region around the face and the result
     is resized with `resize_to`, so a levelled crop is interpolated like every other crop.
@@ -53,7 +55,7 @@ def crop_face_levelled(frame: np.ndarray, box: Box, eyes: tuple[tuple[float, flo
     import cv2
 
     angle = roll_degrees(*eyes)
-    if abs(angle) < 1.0:
+    if abs(angle) < max(min_degrees, 1.0):
         return crop_face(frame, box, size, color, margin)
     x, y, w, h = box
     mw, mh = w * (1 + 2 * margin), h * (1 + 2 * margin)
@@ -72,3 +74,19 @@ def crop_face_levelled(frame: np.ndarray, box: Box, eyes: tuple[tuple[float, flo
     rx0, ry0 = int(round(centre[0] - mw / 2)), int(round(centre[1] - mh / 2))
     crop = levelled[max(0, ry0):ry0 + max(1, int(round(mh))), max(0, rx0):rx0 + max(1, int(round(mw)))]
     return resize_to(_to_color(crop, color), size)
+
+
+_EYES = (LANDMARK_NAMES.index("right_eye"), LANDMARK_NAMES.index("left_eye"))
+
+
+def crop_detected(frame: np.ndarray, box: Box, landmarks: tuple, transform: CropTransform,
+                  size: tuple[int, int], color: str, margin: float = 0.0) -> np.ndarray:
+    """The crop the classifier sees for a face a detector found at `box`: the detector's
+    transform, levelled when its eyes tilt past the transform's threshold, then the model's
+    `margin`."""
+    fh, fw = frame.shape[:2]
+    region = transform.apply(box, fw, fh)
+    if transform.level_above is not None and len(landmarks) > max(_EYES):
+        eyes = (landmarks[_EYES[0]], landmarks[_EYES[1]])
+        return crop_face_levelled(frame, region, eyes, size, color, margin, transform.level_above)
+    return crop_face(frame, region, size, color, margin)

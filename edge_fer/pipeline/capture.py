@@ -60,8 +60,10 @@ class CaptureOptions:
     """Live sources: first wait before reconnecting; it doubles after each failed attempt."""
     reconnect_max_s: float = 10.0
     """Live sources: the longest wait between reconnection attempts."""
-    reconnect_timeout_s: float | None = None
-    """Live sources: give up after this long without frames; None keeps trying until stopped."""
+    reconnect_timeout_s: float | None = 30.0
+    """Live sources: how long one that is down at the start, or lost during the run, is retried
+    before the run fails; None keeps trying until stopped. A camera or a network stream often
+    comes up a little after a kiosk's service, and a stream drops for a few seconds."""
     open_timeout_s: float = 10.0
     """Streams: how long opening or reading may block."""
     max_pixels: int | None = None
@@ -170,6 +172,33 @@ class VideoFileSource(_OpenCVSource):
             raise SourceError(f"{self.path} is not a video OpenCV can read (damaged, or not a video)")
         self._cap = cap
         self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else None
+        self.frames_read = 0
+
+    frame_count: int | None = None
+    """Frames the container says it holds, when it says (some formats only estimate it)."""
+    frames_read = 0
+
+    def read(self):
+        got = super().read()
+        if got is not None:
+            self.frames_read += 1
+            return got
+        self._check_complete()
+        return None
+
+    def _check_complete(self) -> None:
+        """A video whose decoding stops well before its container's frame count is damaged:
+        FFmpeg gives up at the first bad stretch, and "end of source" would hide the loss."""
+        expected, got = self.frame_count, self.frames_read
+        if got == 0:
+            raise SourceError(f"{self.path} has no frame OpenCV can decode (empty, damaged, or "
+                              f"not a video)")
+        # Containers that estimate the count (duration x rate) may be off by a frame or two.
+        if expected is not None and got < expected - max(2, expected // 100):
+            raise SourceError(f"{self.path} ended early: {got} of {expected} frames decoded "
+                              f"(the file is damaged or truncated)")
 
 
 class ImageFolderSource(Source):
@@ -331,7 +360,7 @@ class PiCameraSource(Source):
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise SourceError(PICAMERA2_MISSING) from None
+            raise SourceError(PICAMERA2_MISSING, permanent=True) from None
         try:
             return Picamera2()
         except IndexError:
@@ -447,7 +476,13 @@ class CaptureStage(Stage):
 
     def run_loop(self) -> None:
         o, src = self.options, self.source
-        src.open()
+        try:
+            src.open()
+        except SourceError as exc:
+            if not src.live or exc.permanent:
+                raise
+            if not self._retry(exc, at_start=True):
+                return self._on_end("stopped")
         log.info("capturing from %s%s", src.description, f" at {src.fps:g} fps" if src.fps else "")
         pace = o.realtime and not src.live
         period = 1.0 / (o.fps or src.fps or FALLBACK_FPS) if pace else 0.0
@@ -463,10 +498,14 @@ class CaptureStage(Stage):
                 if got is None and src.live:
                     raise SourceError(f"{src.description} ended")
             except SourceError as exc:
-                if not src.live or not self._reconnect(exc):
+                if not src.live:
                     raise
+                if self.stop_event.is_set() or not self._retry(exc):
+                    break  # stopped while the source was down: a stop, not a capture failure
                 continue
             if got is None:
+                if index == 0:
+                    raise SourceError(f"{src.description} gave no frames")
                 return self._on_end("end of source")
             image = as_bgr(got[0], src.description)
             if pace:
@@ -485,10 +524,14 @@ class CaptureStage(Stage):
             index += 1
         self._on_end("stopped")
 
-    def _reconnect(self, exc: SourceError) -> bool:
-        """Re-open a live source with exponential backoff; False when stopped meanwhile."""
+    def _retry(self, exc: SourceError, at_start: bool = False) -> bool:
+        """Open a live source that is down (at the start) or was lost (during the run), with
+        exponential backoff; True once it is open, False when stopped meanwhile. Raises
+        SourceError after `reconnect_timeout_s`, or at once for a fault waiting cannot fix."""
         o, src = self.options, self.source
-        log.warning("%s; reconnecting", exc)
+        limit = o.reconnect_timeout_s
+        for_how_long = f"for up to {limit:g} s" if limit else "until it is back"
+        log.warning("%s; %s %s", exc, "retrying" if at_start else "reconnecting", for_how_long)
         lost_at = time.monotonic()
         delay = o.reconnect_initial_s
         while True:
@@ -498,14 +541,20 @@ class CaptureStage(Stage):
             try:
                 src.open()
             except SourceError as err:
-                if o.reconnect_timeout_s is not None and time.monotonic() - lost_at >= o.reconnect_timeout_s:
-                    raise SourceError(f"{src.description} did not come back within "
-                                      f"{o.reconnect_timeout_s:g} s: {err}") from None
+                if err.permanent:
+                    raise
+                if limit is not None and time.monotonic() - lost_at >= limit:
+                    what = "did not come up" if at_start else "did not come back"
+                    raise SourceError(f"{src.description} {what} within {limit:g} s "
+                                      f"(--source-timeout): {err}") from None
                 delay = min(delay * 2, o.reconnect_max_s)
-                log.warning("reconnect failed: %s; next try in %.1f s", err, delay)
+                log.warning("%s failed: %s; next try in %.1f s",
+                            "open" if at_start else "reconnect", err, delay)
                 continue
-            self.stats.reconnects += 1
-            log.warning("%s is back after %.1f s", src.description, time.monotonic() - lost_at)
+            if not at_start:
+                self.stats.reconnects += 1
+            log.warning("%s is %s after %.1f s", src.description, "up" if at_start else "back",
+                        time.monotonic() - lost_at)
             return True
 
     def close(self) -> None:

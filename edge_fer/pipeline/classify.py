@@ -63,7 +63,8 @@ class ClassifyStage(Stage):
 
     def _predict(self, item: TrackedFrame) -> np.ndarray | None:
         t0 = time.perf_counter()
-        crops = self.predictor.crops(item.frame.image, [box for _, box in item.tracks])
+        crops = self.predictor.crops(item.frame.image, [t.box for t in item.tracks],
+                                     [t.landmarks for t in item.tracks])
         try:
             probs = self.classifier.predict_proba(crops)
         except Exception as exc:  # noqa: BLE001 - bounded: logged, counted, fatal when repeated
@@ -85,7 +86,8 @@ class ClassifyStage(Stage):
         probs = self._predict(item) if item.tracks else None
         now = time.monotonic()
         if probs is not None:
-            for (track_id, box), p in zip(item.tracks, probs):
+            for track, p in zip(item.tracks, probs):
+                track_id, box = track.track_id, track.box
                 s = self.smoother.update(track_id, p)
                 face = TrackedFace(track_id, box, s.label, round(s.score, 4),
                                    {lab: round(float(v), 4) for lab, v in zip(self.smoother.labels, s.scores)},
@@ -98,7 +100,7 @@ class ClassifyStage(Stage):
                 self._last[track_id] = face
         # Compared with the tracks of this frame, not with the tracker's list of ended tracks:
         # a frame dropped between the stages cannot hide a departure.
-        current = {track_id for track_id, _ in item.tracks}
+        current = {t.track_id for t in item.tracks}
         for track_id in [t for t in self._last if t not in current]:
             self._event("leave", self._last.pop(track_id), frame.index, now)
             self.smoother.forget(track_id)

@@ -21,7 +21,7 @@ from edge_fer.pipeline.capture import Frame
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import POLL_S, Stage
 from edge_fer.pipeline.stats import PipelineStats
-from edge_fer.pipeline.tracking import IouTracker, TrackerOptions
+from edge_fer.pipeline.tracking import IouTracker, TrackedBox, TrackerOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class TrackedFrame:
     """A frame with its tracked faces, on its way to classification."""
 
     frame: Frame
-    tracks: list[tuple[int, Box]] = field(default_factory=list)
-    """(track id, box in frame pixels)."""
+    tracks: list[TrackedBox] = field(default_factory=list)
+    """Each track's id, box in frame pixels and keypoints."""
 
 
 class DetectionWorker(Stage):
@@ -138,7 +138,8 @@ class DetectStage(Stage):
     def _apply(self, detection: Detection | None) -> None:
         # Boxes found on a frame of another size say nothing about this one.
         if detection is not None and detection.frame_size == self._size:
-            started, _ = self.tracker.update([f.box for f in detection.faces])
+            started, _ = self.tracker.update([f.box for f in detection.faces],
+                                             [f.landmarks for f in detection.faces])
             self.stats.tracks_started += len(started)
 
     def _check_size(self, frame: Frame) -> None:
@@ -167,8 +168,14 @@ class DetectStage(Stage):
                 self._apply(self.worker.take())
             if self._due(frame.index) and self.worker.submit(frame):
                 self._last_submitted = frame.index
-            tracks = [(t.track_id, t.box) for t in self.tracker.tracks]
-            self.emit(self.outbox, TrackedFrame(frame, tracks))
+                if self.lossless:
+                    # Offline, a frame gets the boxes of its own detection: when a detection
+                    # would land otherwise depends on how fast the stages run, and a file must
+                    # give the same answers on any machine (the arm64 lane compares them).
+                    while self.worker.busy and not self.stop_event.is_set():
+                        self._apply(self.worker.take(POLL_S))
+                    self._apply(self.worker.take())
+            self.emit(self.outbox, TrackedFrame(frame, self.tracker.snapshot()))
 
     def close(self) -> None:
         self.worker.finish()

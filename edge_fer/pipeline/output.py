@@ -1,5 +1,6 @@
 """The output stage: hands each result, event and the final summary to the sinks
-(`edge_fer.sinks`), on one thread."""
+(`edge_fer.sinks`), on one thread. A sink whose output fails (a full disk) raises OutputError:
+the run goes on without it, and the summary and the exit code say what was not written."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import queue
 import threading
 from typing import Callable
 
+from edge_fer.errors import OutputError
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import Stage
 from edge_fer.results import FrameResult, RunSummary, StatsSnapshot
@@ -32,6 +34,25 @@ class SinkStage(Stage):
         self.sinks = sinks
         self.inbox, self.upstream, self.events = inbox, upstream, events
         self.stats_fn, self.summary_fn = stats_fn, summary_fn
+        self._active = list(sinks)
+        self.failures: list[str] = []
+        """What an output could not write (OutputError messages), in order: the run goes on
+        without that sink, and the summary and the exit code say so."""
+
+    def _failed_output(self, sink: Sink, exc: OutputError) -> None:
+        if sink not in self._active:
+            # Already reported: its `on_summary` (a last try at the summary) failed the same way.
+            log.debug("%s (again)", exc)
+            return
+        log.warning("%s; the run goes on without it", exc)
+        self.failures.append(str(exc))
+        self._active.remove(sink)
+
+    def _call(self, sink: Sink, method, *args) -> None:
+        try:
+            method(*args)
+        except OutputError as exc:
+            self._failed_output(sink, exc)
 
     def _drain_events(self) -> None:
         while True:
@@ -39,8 +60,8 @@ class SinkStage(Stage):
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
-            for sink in self.sinks:
-                sink.on_event(event)
+            for sink in list(self._active):
+                self._call(sink, sink.on_event, event)
 
     def run_loop(self) -> None:
         # A snapshot costs about a millisecond (percentiles over the windows): taken per frame
@@ -52,8 +73,8 @@ class SinkStage(Stage):
             self._drain_events()
             if refresh():
                 stats = self.stats_fn()
-            for sink in self.sinks:
-                sink.on_result(result, stats)
+            for sink in list(self._active):
+                self._call(sink, sink.on_result, result, stats)
         self._drain_events()
 
     def close(self) -> None:
@@ -64,6 +85,8 @@ class SinkStage(Stage):
             for method, args in ((sink.on_summary, (summary,)), (sink.close, ())):
                 try:
                     method(*args)
+                except OutputError as exc:
+                    self._failed_output(sink, exc)
                 except Exception as exc:  # noqa: BLE001 - the first failure is raised below
                     log.debug("%s.%s failed", type(sink).__name__, method.__name__, exc_info=True)
                     failure = failure or exc

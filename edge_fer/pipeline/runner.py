@@ -169,6 +169,11 @@ class Pipeline:
     def stop_reason(self) -> str | None:
         return self._stop_reason
 
+    @property
+    def output_failures(self) -> list[str]:
+        """Outputs that stopped during the run (a full disk): what was not written, in words."""
+        return list(self._stages[-1].failures) if self._stages else []
+
     def stats(self) -> StatsSnapshot:
         """A snapshot of the run's counters and rolling measurements (safe from any thread)."""
         return self._stats.snapshot(dropped=sum(q.dropped for q in self._queues),
@@ -192,6 +197,7 @@ class Pipeline:
             dropped_by_queue={q.name: q.dropped for q in self._queues},
             stop_reason=self._stop_reason or "running",
             error=str(self._error) if self._error else None,
+            outputs_failed=self.output_failures,
             started_wall=self._stats.started_wall,
         )
 

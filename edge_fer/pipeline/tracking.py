@@ -45,6 +45,17 @@ class Track:
     """Detections that found this face."""
     misses: int = 0
     """Detections in a row that did not."""
+    landmarks: tuple[tuple[float, float], ...] = ()
+    """The keypoints of the last detection that found it (detectors that have them)."""
+
+
+@dataclass(frozen=True)
+class TrackedBox:
+    """Where a track is on one frame, as handed to classification."""
+
+    track_id: int
+    box: Box
+    landmarks: tuple[tuple[float, float], ...] = ()
 
 
 def iou_matrix(a: list[Box], b: list[Box]) -> np.ndarray:
@@ -90,15 +101,18 @@ class IouTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, boxes: list[Box]) -> tuple[list[Track], list[Track]]:
-        """Apply one detection's boxes; returns (tracks started, tracks ended)."""
+    def update(self, boxes: list[Box], landmarks: list[tuple] | None = None
+               ) -> tuple[list[Track], list[Track]]:
+        """Apply one detection's boxes (and their keypoints, when the detector has them);
+        returns (tracks started, tracks ended)."""
+        landmarks = landmarks or [()] * len(boxes)
         pairs = greedy_match(iou_matrix([t.box for t in self.tracks], boxes),
                              self.options.iou_threshold)
         matched_tracks = {r for r, _ in pairs}
         matched_boxes = {c for _, c in pairs}
         for r, c in pairs:
             t = self.tracks[r]
-            t.box, t.hits, t.misses = boxes[c], t.hits + 1, 0
+            t.box, t.hits, t.misses, t.landmarks = boxes[c], t.hits + 1, 0, landmarks[c]
         ended = []
         for i, t in enumerate(self.tracks):
             if i not in matched_tracks:
@@ -108,10 +122,14 @@ class IouTracker:
         started = []
         for c, box in enumerate(boxes):
             if c not in matched_boxes:
-                started.append(Track(self._next_id, box))
+                started.append(Track(self._next_id, box, landmarks=landmarks[c]))
                 self._next_id += 1
         self.tracks = [t for t in self.tracks if t not in ended] + started
         return started, ended
+
+    def snapshot(self) -> list[TrackedBox]:
+        """The current tracks, immutable, for another thread."""
+        return [TrackedBox(t.track_id, t.box, t.landmarks) for t in self.tracks]
 
     @property
     def losing(self) -> bool:

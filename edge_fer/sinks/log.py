@@ -34,7 +34,8 @@ def format_summary(summary: RunSummary) -> str:
     return (f"{s.frames_processed} frames processed of {s.frames_captured} captured in "
             f"{s.uptime_s:.1f} s: fps_mean={s.fps_mean:.1f} frames_dropped={s.frames_dropped} "
             f"latency_p50_ms={_ms(s.latency_p50_ms)} latency_p95_ms={_ms(s.latency_p95_ms)} "
-            f"first_result_s={first} tracks_started={s.tracks_started}; stopped: {s.stop_reason}")
+            f"first_result_s={first} tracks_started={s.tracks_started}; stopped: {s.stop_reason}"
+            + "".join(f"; NOT WRITTEN: {f}" for f in s.outputs_failed or ()))
 
 
 class LogSink(Sink):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
@@ -171,6 +172,7 @@ class ServerSink(Sink):
         self._cond = threading.Condition()
         self._result: FrameResult | None = None
         self._stats: StatsSnapshot | None = None
+        self._live_stats: Callable[[], StatsSnapshot] | None = None
         self._seq = 0
         self._handled_at = 0.0  # time.monotonic() of the newest result
         self._encode_lock = threading.Lock()
@@ -226,6 +228,12 @@ class ServerSink(Sink):
             self._handled_at = time.monotonic()
             self._cond.notify_all()
 
+    def follow(self, stats_fn: Callable[[], StatsSnapshot]) -> None:
+        """Answer /api/stats and /metrics from `stats_fn` (the pipeline's `stats`) at request
+        time. The stats handed over with each result stop with the results: through a source
+        outage they would go on showing the last frame rate instead of one that falls to 0."""
+        self._live_stats = stats_fn
+
     def close(self) -> None:
         """Stop serving: stream clients end within a wait interval, the port is released."""
         if self._stop.is_set():
@@ -266,10 +274,13 @@ class ServerSink(Sink):
         return self._frames_encoded
 
     def snapshot(self) -> tuple[FrameResult | None, StatsSnapshot | None, int, float]:
-        """(newest result, its stats, its sequence number, seconds since it arrived)."""
+        """(newest result, the stats now, its sequence number, seconds since it arrived)."""
         with self._cond:
             age = time.monotonic() - self._handled_at if self._result is not None else math.nan
-            return self._result, self._stats, self._seq, age
+            result, stats, seq = self._result, self._stats, self._seq
+        if self._live_stats is not None:
+            stats = self._live_stats()
+        return result, stats, seq, age
 
     def _wait_newer(self, seq: int, timeout: float) -> int | None:
         with self._cond:

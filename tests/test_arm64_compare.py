@@ -1,0 +1,147 @@
+"""The arm64 lane's comparisons (ci/arm64_compare.py) on real x86 outputs and doctored copies.
+
+The lane passes only when these functions find no difference, so each is shown to find one:
+a score one quantization step and a bit off, a moved box, a changed label, a missing face, an
+accuracy 0.1 point and a face apart, a missing event, and "nothing compared at all".
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_fer.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("arm64_compare", REPO / "ci" / "arm64_compare.py")
+cmp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cmp)
+
+
+@pytest.fixture(scope="module")
+def predicted(images_dir, default_model) -> list[dict]:
+    """Real `predict --json` output on the shared photos, as the lane produces it on x86."""
+    photos = sorted(images_dir.glob("*.jpg"))
+    r = CliRunner().invoke(cli, ["predict", "--json", "-m", str(default_model), *map(str, photos)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert sum(len(o["faces"]) for o in out) >= 3
+    return out
+
+
+def test_identical_predictions_agree(predicted):
+    assert cmp.compare_predict(predicted, copy.deepcopy(predicted)) == []
+
+
+def test_a_score_within_one_step_agrees_and_beyond_it_differs(predicted):
+    arm = copy.deepcopy(predicted)
+    face = next(f for r in arm for f in r["faces"])
+    label = face["label"]
+    face["scores"][label] = round(face["scores"][label] - 1 / 256, 4)
+    assert cmp.compare_predict(predicted, arm) == []
+    face["scores"][label] = round(face["scores"][label] - 1 / 256, 4)
+    (diff,) = cmp.compare_predict(predicted, arm)
+    assert "score" in diff and label in diff
+
+
+def test_a_moved_box_a_new_label_and_a_lost_face_differ(predicted):
+    arm = copy.deepcopy(predicted)
+    with_faces = [r for r in arm if r["faces"]]
+    with_faces[0]["faces"][0]["box"][0] += cmp.BOX_TOL + 1
+    assert any("box" in d for d in cmp.compare_predict(predicted, arm))
+
+    arm = copy.deepcopy(predicted)
+    face = next(f for r in arm for f in r["faces"])
+    face["label"] = "disgust" if face["label"] != "disgust" else "happy"
+    assert any("label" in d for d in cmp.compare_predict(predicted, arm))
+
+    arm = copy.deepcopy(predicted)
+    next(r for r in arm if r["faces"])["faces"].pop()
+    assert any("face(s) on x86" in d for d in cmp.compare_predict(predicted, arm))
+
+    arm = copy.deepcopy(predicted)[1:]
+    assert any("images differ" in d for d in cmp.compare_predict(predicted, arm))
+
+
+def test_no_faces_at_all_is_not_a_pass(predicted):
+    empty = [{**r, "faces": []} for r in predicted]
+    assert any("nothing to compare" in d for d in cmp.compare_predict(empty, copy.deepcopy(empty)))
+    assert cmp.compare_predict([], []) != []
+
+
+def evaluation(correct: int, count: int = 1000) -> dict:
+    return {"accuracy": correct / count if count else 0.0, "count": count, "labels": ["angry", "happy"]}
+
+
+def test_evaluate_tolerates_a_tenth_of_a_point_not_more():
+    assert cmp.compare_evaluate(evaluation(683), evaluation(683)) == []
+    assert cmp.compare_evaluate(evaluation(683), evaluation(682)) == []  # 0.1 point
+    (diff,) = cmp.compare_evaluate(evaluation(683), evaluation(681))     # 0.2 point
+    assert "0.20 points apart" in diff
+    assert any("scored" in d for d in cmp.compare_evaluate(evaluation(683), evaluation(683, 999)))
+    assert any("nothing to compare" in d for d in cmp.compare_evaluate(evaluation(0, 0), evaluation(0, 0)))
+
+
+@pytest.fixture(scope="module")
+def run_log(tmp_path_factory, images_dir, default_model) -> list[dict]:
+    """A real `run --log-json` of a generated clip read offline."""
+    from clips import make_clip
+
+    d = tmp_path_factory.mktemp("arm64run")
+    clip = make_clip(d / "clip.mp4", images_dir, frames=30, leave_at=0.5)
+    log = d / "run.jsonl"
+    r = CliRunner().invoke(cli, ["run", "--source", str(clip.path), "--headless", "-m",
+                                 str(default_model), "--log-json", str(log)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(cmp.read_events(lines)) >= 3
+    return lines
+
+
+def test_identical_runs_agree_and_a_changed_event_differs(run_log):
+    assert cmp.compare_run(run_log, copy.deepcopy(run_log)) == []
+
+    arm = copy.deepcopy(run_log)
+    next(r for r in arm if r.get("type") == "event")["frame"] += 1
+    assert any("on aarch64" in d for d in cmp.compare_run(run_log, arm))
+
+    arm = copy.deepcopy(run_log)
+    arm.remove(next(r for r in arm if r.get("type") == "event"))
+    assert any("face events on x86" in d for d in cmp.compare_run(run_log, arm))
+
+    arm = copy.deepcopy(run_log)
+    ev = next(r for r in arm if r.get("type") == "event")
+    ev["scores"][ev["label"]] += 0.01
+    assert any("score" in d for d in cmp.compare_run(run_log, arm))
+
+
+def test_a_failed_or_empty_run_is_not_a_pass(run_log):
+    arm = copy.deepcopy(run_log)
+    next(r for r in arm if r.get("type") == "summary")["error"] = "classify stage failed"
+    assert any("failed" in d for d in cmp.compare_run(run_log, arm))
+    no_events = [r for r in run_log if r.get("type") != "event"]
+    assert any("nothing to compare" in d for d in cmp.compare_run(no_events, no_events))
+
+
+def test_live_run_needs_frames_and_labelled_faces(run_log):
+    assert cmp.check_live(run_log, min_frames=5, min_faces=3) == []
+    assert any("processed" in d for d in cmp.check_live(run_log, min_frames=10_000, min_faces=1))
+    assert any("labelled face" in d for d in cmp.check_live(run_log, min_frames=1, min_faces=4))
+    assert cmp.check_live([r for r in run_log if r.get("type") != "summary"], 1, 1) == ["the run wrote no summary"]
+
+
+def test_command_line_exit_status(tmp_path, predicted):
+    a, b = tmp_path / "x86.jsonl", tmp_path / "arm.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in predicted))
+    b.write_text(a.read_text())
+    assert cmp.main(["predict", str(a), str(b)]) == 0
+    doctored = copy.deepcopy(predicted)
+    next(r for r in doctored if r["faces"])["faces"][0]["label"] = "surprise-ish"
+    b.write_text("".join(json.dumps(r) + "\n" for r in doctored))
+    assert cmp.main(["predict", str(a), str(b)]) == 1
