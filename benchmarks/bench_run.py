@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
 KERAS_MODEL = SHARED / "models" / "face_classification" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
 TARGETS = ("targets: (d) >= 5x (c) and >= 20x (b); p95 < 40 ms with 0 dropped at 30 FPS; "
-           "RSS < 150 MB; first result < 1 s")
+           "RSS < 150 MiB; first result < 1 s")
 
 
 # -- child processes: one case each, one JSON line on stdout ----------------------------------
@@ -99,7 +99,7 @@ def child(case: str, clip: str, model: str, keras: str, launch_wall: float) -> d
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
-    """Exit status and the child's own peak RSS in MB (wait4 reports that child only)."""
+    """Exit status and the child's own peak RSS in MiB (wait4 reports that child only)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -112,7 +112,7 @@ def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
 
 
 def _run(cmd: list[str]) -> tuple[str, float]:
-    """Run `cmd`; its stdout and its own peak RSS (MB). Its stderr is shown only if it fails."""
+    """Run `cmd`; its stdout and its own peak RSS (MiB). Its stderr is shown only if it fails."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env())
         code, rss = _wait(proc, 1800)
@@ -223,7 +223,7 @@ def main() -> None:
         return "-" if v is None else f"{v:.1f}"
 
     head = (f"{'case':26s} {'frames/s':>9s} {'x (b)':>7s} {'x (c)':>7s} {'p50 ms':>7s} {'p95 ms':>7s} "
-            f"{'dropped@30':>12s} {'RSS MB':>7s} {'first s':>8s}")
+            f"{'dropped@30':>12s} {'RSS MiB':>7s} {'first s':>8s}")
     print(head)
     print("-" * len(head))
     for r in rows:

@@ -36,6 +36,7 @@ from edge_fer.errors import InputError, ModelError, UsageError, interruption
 from edge_fer.evaluate import Scores, evaluate_probs
 from edge_fer.files import write_atomically
 from edge_fer.metadata import ModelMetadata, embed
+from edge_fer.quiet import native_output_filtered
 from edge_fer_convert.keras_env import tensorflow_module
 from edge_fer_convert.loader import (KerasClassifier, image_input_shape, keras_sidecar,
                                      load_keras_model, model_metadata)
@@ -270,7 +271,8 @@ def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: 
     try:
         conv = _converter_for(tf, loaded, workdir)
         _configure(tf, conv, quantization, calib, variant)
-        return conv.convert()
+        with native_output_filtered():  # the MLIR quantizer prints its settings to stderr
+            return conv.convert()
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; all mean the same here

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
 from edge_fer.errors import BackendError
+from edge_fer.quiet import native_output_filtered
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +19,18 @@ def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@functools.cache
 def tensorflow_module():
+    """TensorFlow, imported with its start-up noise filtered (see `edge_fer.quiet`)."""
     _quiet_tf()
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise BackendError(f"TensorFlow is not installed ({exc}): {INSTALL_HINT}") from None
+    with native_output_filtered():
+        try:
+            import tensorflow as tf
+        except ImportError as exc:
+            raise BackendError(f"TensorFlow is not installed ({exc}): {INSTALL_HINT}") from None
+        # Device discovery is where a machine without a GPU gets its cuInit error: do it now,
+        # filtered, rather than at the first layer built.
+        tf.config.list_physical_devices()
     return tf
 
 

@@ -267,7 +267,10 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     log.info("training %s (%d params) on %d images, validating on %d", arch.name,
              model.count_params(), len(train_data), len(val_data))
     t0 = time.monotonic()
+    # The dataset shuffles itself each epoch; Keras warns that its own `shuffle` (on by
+    # default) cannot apply to a tf.data.Dataset.
     hist = model.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=verbose,
+                     shuffle=False,
                      class_weight=class_weights(train_data.labels, n_classes, opts.class_weight),
                      callbacks=callbacks)
     seconds = time.monotonic() - t0

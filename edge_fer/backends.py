@@ -13,6 +13,7 @@ from abc import ABC
 from dataclasses import dataclass
 
 from edge_fer.errors import BackendError, ModelError
+from edge_fer.quiet import native_output_filtered
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ class Backend(ABC):
                          source: str = "the model"):
         cls = self.interpreter_class()
         try:
-            interp = cls(model_content=model_content, num_threads=num_threads)
-            interp.allocate_tensors()
+            # Every runtime announces its XNNPACK delegate on stderr, before any output of ours.
+            with native_output_filtered():
+                interp = cls(model_content=model_content, num_threads=num_threads)
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{source} is not a valid TFLite model ({first}): the file is damaged "
@@ -88,7 +91,8 @@ class TensorFlowBackend(Backend):
         # tf.lite.Interpreter warns that it is deprecated on every construction; being the last
         # fallback is exactly its role here, and `edge-fer info` says when it is in use.
         warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated")
-        return importlib.import_module("tensorflow").lite.Interpreter
+        with native_output_filtered():
+            return importlib.import_module("tensorflow").lite.Interpreter
 
 
 BACKENDS: dict[str, type[Backend]] = {

@@ -23,6 +23,11 @@ def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
+        # yet to be built") concern their developers, not ours; -v shows them.
+        for name in ("absl", "tensorflow", "keras"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class Terminated(KeyboardInterrupt):
@@ -310,7 +315,7 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
                f"opencv {cv2.__version__}")
     click.echo(f"backend: {b.name} ({b.module} {b.version}); installed: {', '.join(available_backends(probe=False))}")
-    click.echo(f"model: {clf.path} ({clf.size_bytes / 1024:.1f} KiB)")
+    click.echo(f"model: {clf.path} ({clf.size_bytes:,} bytes, {clf.size_bytes / 1024:.1f} KiB)")
     if clf.verified_sha256:
         click.echo(f"integrity: verified (flatbuffer sha256 {clf.verified_sha256})")
     else:

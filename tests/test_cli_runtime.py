@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 
 import cv2
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error, run_cli, small_disk
+from conftest import assert_one_line_error, needs_tf, run_cli, small_disk
 from edge_fer.cli import cli
 
 
@@ -109,6 +111,47 @@ def test_info_names_the_backend_and_input(default_model):
     assert r.exit_code == 0, r.output
     assert "backend: litert (ai_edge_litert.interpreter" in r.output
     assert "int8 scale=" in r.output and "labels: " in r.output
+    size = default_model.stat().st_size
+    assert f"({size:,} bytes, {size / 1024:.1f} KiB)" in r.output  # one unit, binary, everywhere
+
+
+def test_no_runtime_chatter_before_the_output_or_an_error(default_model, tmp_path):
+    # TFLite prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ for every
+    # interpreter; edge-fer filters it (and keeps it, as a log record, with -v).
+    proc = run_cli("info", "-m", default_model)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    proc = run_cli("predict", tmp_path / "gone.jpg", "-m", default_model)
+    assert proc.returncode != 0 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("edge-fer: error:")
+    proc = run_cli("-v", "info", "-m", default_model)
+    assert proc.returncode == 0
+    assert "INFO edge_fer.quiet: INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in proc.stderr
+
+
+@needs_tf
+def test_the_tensorflow_backend_is_quiet_too(default_model):
+    env = {k: "" for k in os.environ if k.startswith("TF_CPP_")}
+    proc = run_cli("info", "-m", default_model, "--backend", "tensorflow", env=env)
+    assert proc.returncode == 0 and "backend: tensorflow" in proc.stdout
+    assert proc.stderr == "", proc.stderr
+
+
+def test_native_output_filter_drops_known_noise_and_keeps_the_rest(capfd, caplog):
+    from edge_fer.quiet import native_output_filtered
+
+    with caplog.at_level(logging.INFO, logger="edge_fer.quiet"):
+        with native_output_filtered():
+            # From C, as the runtimes write: straight to file descriptor 2.
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+            os.write(2, b"E0000 00:00:1795920541.155450    5937 cuda_platform.cc:52] failed call "
+                        b"to cuInit: INTERNAL: CUDA error\n")
+            os.write(2, b"something the user must see\n")
+            with native_output_filtered():  # nested: the outer one filters
+                os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+                            b"output_inference_type: INT8\n")
+    assert capfd.readouterr().err == "something the user must see\n"
+    assert [r.getMessage()[:20] for r in caplog.records] == [
+        "INFO: Created Tensor", "E0000 00:00:17959205", "fully_quantize: 0, i"]
 
 
 # -- bad input: one line, non-zero exit, no traceback, through the real entry point ----------

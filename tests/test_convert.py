@@ -15,9 +15,15 @@ pytestmark = needs_tf
 
 
 def run_cli(*args, preexec_fn=None, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The environment as a user has it: TensorFlow's chatter is edge-fer's to silence.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
     return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, preexec_fn=preexec_fn)
+
+
+#: What TensorFlow and TFLite print on a CPU-only machine unless edge-fer keeps it quiet.
+NOISE = ("cuInit", "absl::InitializeLog", "cuda drivers", "oneDNN", "XNNPACK", "fully_quantize",
+         "UserWarning", "WARNING")
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +36,11 @@ def converted_mini(tmp_path_factory, mini_xception, fer_dir):
                    "--labels", FACE_CLASSIFICATION_LABELS, "--normalization", "symmetric",
                    "--report", report)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, json.loads(report.read_text()), proc.stdout
+    return out, json.loads(report.read_text()), proc.stdout, proc.stderr
 
 
 def test_mini_xception_converts_to_full_int8_within_one_point(converted_mini):
-    out, report, stdout = converted_mini
+    out, report, stdout, _ = converted_mini
     f, q = report["float_model"]["scores"], report["converted"]["scores"]
     assert f["count"] == q["count"] == 3589, "scored on the whole privatetest split"
     # Measured once in shared/README.md: float 58.2 %; this is the same model and preprocessing.
@@ -49,10 +55,18 @@ def test_mini_xception_converts_to_full_int8_within_one_point(converted_mini):
     assert f"on {report['agreement']['samples']} probe faces: top-1 agreement" in stdout
 
 
+def test_convert_prints_only_its_report(converted_mini):
+    # On this CPU-only machine TensorFlow would print its cuInit error, the oneDNN and CUDA
+    # notes, the quantizer its settings and each interpreter its XNNPACK line.
+    _, _, stdout, stderr = converted_mini
+    assert stderr == "", stderr[-3000:]
+    assert not [n for n in NOISE if n in stdout], stdout[-3000:]
+
+
 def test_converted_model_carries_its_metadata(converted_mini, images_dir):
     from edge_fer.classifier import EmotionClassifier
 
-    out, report, _ = converted_mini
+    out, report, _, _ = converted_mini
     clf = EmotionClassifier(out)
     assert clf.labels == FACE_CLASSIFICATION_LABELS.split(",")
     assert clf.metadata.normalization == "symmetric"
@@ -74,6 +88,7 @@ def test_train_convert_evaluate_chain(tmp_path, fer_dir):
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 256,
                    "--batch-size", 64, "-o", model)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not [n for n in NOISE if n in proc.stderr], proc.stderr[-3000:]
     meta = json.loads((tmp_path / "tiny.keras.json").read_text())
     assert meta["normalization"] == "symmetric" and len(meta["labels"]) == 7
     assert meta["provenance"]["command"].startswith("edge-fer train --arch edgenet")

@@ -91,7 +91,7 @@ def test_a_live_source_that_never_comes_up_fails_after_the_source_timeout(defaul
     started = time.monotonic()
     r = invoke("--source", f"http://127.0.0.1:{port}/", "--model", default_model, "--source-timeout", 1.5)
     took = time.monotonic() - started
-    assert_one_line_error(r, f"did not come up within 1.5 s (--source-timeout): cannot open stream", code=6)
+    assert_one_line_error(r, "did not come up within 1.5 s (--source-timeout): cannot open stream", code=6)
     assert 1.5 <= took < 20
     assert "stopped: error in capture" in r.stdout
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
-from edge_fer.detector import Box, DetectedFace, FaceDetector
+from edge_fer.detector import DetectedFace, FaceDetector
 from edge_fer.pipeline.capture import Frame
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import POLL_S, Stage
