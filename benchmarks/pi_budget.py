@@ -107,9 +107,10 @@ class _NoopDetector:
     """Three fixed faces, at no cost: the pipeline's own work is what is left."""
 
     def __init__(self):
-        from edge_fer.detector import DetectorOptions
+        from edge_fer.detector import CropTransform, DetectorOptions
 
         self.options = DetectorOptions(detect_width=DETECT_WIDTH)
+        self.crop = CropTransform()
 
     accepts_gray = True
     default_detect_every = 5

@@ -32,7 +32,7 @@ import numpy as np
 
 from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.datasets import LabelledImages, load_labelled, remap_labels, stratified_indices
-from edge_fer.errors import InputError, ModelError, UsageError
+from edge_fer.errors import InputError, ModelError, UsageError, interruption
 from edge_fer.evaluate import Scores, evaluate_probs
 from edge_fer.files import write_atomically
 from edge_fer.metadata import ModelMetadata, embed
@@ -276,6 +276,11 @@ def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: 
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; all mean the same here
+        interrupt = interruption(exc)
+        if interrupt is not None:
+            # Ctrl-C or SIGTERM mid-conversion that TensorFlow's unwinding turned into an error
+            # of its own: stop, do not record a failed attempt and go on to the next one.
+            raise interrupt from None
         msg = str(exc).strip().splitlines()
         raise ModelError(f"the TFLite converter failed on {loaded.path}: "
                          f"{msg[0] if msg else type(exc).__name__}") from None

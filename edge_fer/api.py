@@ -29,7 +29,7 @@ from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, FaceDetector, create_detector
 from edge_fer.detector.base import as_uint8_frame
 from edge_fer.errors import InputError, UsageError
-from edge_fer.images import iter_image_paths, read_image
+from edge_fer.images import DEFAULT_MAX_PIXELS, iter_image_paths, read_image
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source
 from edge_fer.pipeline.capture import Source
 from edge_fer.pipeline.queues import LatestQueue
@@ -237,9 +237,11 @@ def _run_name(path: str) -> str:
     return time.strftime(path) if "%" in path else path
 
 
-def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):
+def open_server(out: OutputOptions, cleanup: contextlib.ExitStack,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """The page server `out.serve` asks for, entered on `cleanup`, or None. Made before the model
-    loads, so a port in use or a missing token fails at once."""
+    loads, so a port in use or a missing token fails at once. `max_pixels` caps the images
+    uploaded to its `/api/predict`, as it caps the run's frames."""
     if not out.serve:
         if out.token:
             log.warning("a token has no effect without serve")
@@ -247,7 +249,8 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):
     from edge_fer.sinks.server import ServerOptions, ServerSink
 
     return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
-        out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api)))
+        out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api,
+        max_pixels=max_pixels)))
 
 
 #: The detection width of `predict` and of the server's `POST /api/predict`: uploads are
@@ -441,7 +444,7 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
     out = OutputOptions(**pick(_OUTPUT_KEYS))
     cleanup = contextlib.ExitStack()
     with _closing_on_error(cleanup):
-        server = open_server(out, cleanup)
+        server = open_server(out, cleanup, capture.max_pixels)
         classifier_kw = pick(_CLASSIFIER_KEYS)
         detector = load_detector(**detector_kw, backend=classifier_kw.get("backend"))
         classifier = load_classifier(**classifier_kw)

@@ -59,3 +59,18 @@ class ServerError(EdgeFerError):
     answered something other than a result."""
 
     exit_code = 8
+
+
+def interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, raised as one) that `exc` was raised while unwinding, if any.
+
+    Cleanup code that fails half-way (TensorFlow's tracing, for one) replaces the interrupt with
+    an error of its own; the interrupt is still its `__context__`, and it is what happened.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -1,7 +1,8 @@
-"""Reading images from disk with errors a user can act on."""
+"""Reading images from disk with errors a user can act on, and a cap on their decoded size."""
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -9,32 +10,90 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from edge_fer.errors import InputError
+from edge_fer.imagesize import FORMATS, image_size
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"})
 
+#: Largest image decoded by default, in pixels. A 950 KB PNG can decode to 30000 x 30000 (2.7 GB
+#: as BGR): too much for a Pi with 1-8 GB. 50 MP (150 MB as BGR) takes the largest photos a user
+#: is likely to have, from 48/50 MP phone sensors (8160 x 6120) and 45 MP cameras, with room left
+#: on a 1 GB Pi.
+DEFAULT_MAX_PIXELS = 50_000_000
 
-def read_image(path: str | os.PathLike, color: str = "bgr") -> np.ndarray:
-    """Read an image as uint8: `gray` gives H x W, `bgr`/`rgb` give H x W x 3."""
+
+class ImageTooLarge(InputError):
+    """An image whose header states more pixels than allowed: refused before decoding (the
+    server answers 413 where other input errors get 400)."""
+
+
+def _cut_short(fmt: str, data) -> bool:
+    """Whether a JPEG lacks its end: OpenCV decodes a cut-off JPEG without an error, the missing
+    part gray, and that must not pass for the picture (a cut PNG fails in OpenCV itself)."""
+    if fmt != "JPEG":
+        return False
+    # Entropy-coded data never holds FF D9 or FF DA (an FF there is stuffed), so the last
+    # end-of-image marker comes after the last start-of-scan unless the file was cut.
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def decode_image(data, color: str = "bgr", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (bytes, bytearray or an mmap) as uint8: `gray` gives H x W,
+    `bgr`/`rgb` give H x W x 3.
+
+    The size is read from the header first and an image over `max_pixels` (None: no cap) is
+    refused before anything is allocated for it (ImageTooLarge); a format whose header states no
+    size that can be read is refused too, and so is a JPEG that was cut short. InputError names `name` (a path, an upload) in every case.
+    """
     import cv2
 
+    if len(data) == 0:
+        raise InputError(f"not a readable image: {name} (the file is empty)")
+    size = image_size(data)
+    if size is None:
+        raise InputError(f"not a readable image: {name} (not {', '.join(FORMATS[:-1])} or "
+                         f"{FORMATS[-1]}, or its header is damaged)")
+    if max_pixels is not None and size.pixels > max_pixels:
+        raise ImageTooLarge(f"image too large: {name} is {size.width}x{size.height} = "
+                         f"{size.pixels:,} pixels, over the limit of {max_pixels:,}: shrink it, "
+                         f"or raise --max-pixels")
+    if _cut_short(size.format, data):
+        raise InputError(f"not a readable image: {name} (truncated: the end of the "
+                         f"{size.format} is missing)")
+    flag = cv2.IMREAD_GRAYSCALE if color == "gray" else cv2.IMREAD_COLOR
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, flag)
+    except cv2.error:
+        img = None
+    finally:
+        del buf  # an mmap cannot be closed while an array still points into it
+    if img is None:
+        raise InputError(f"not a readable image: {name}")
+    if color == "rgb":
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_image(path: str | os.PathLike, color: str = "bgr",
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as `decode_image` decodes bytes, with the same size cap."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"image not found: {path}")
     if path.is_dir():
         raise InputError(f"expected an image file, got a folder: {path}")
-    flag = cv2.IMREAD_GRAYSCALE if color == "gray" else cv2.IMREAD_COLOR
-    # imdecode on bytes, not imread: imread cannot tell a missing file from a corrupt one and
-    # chokes on some non-ASCII paths.
+    # Decoding from memory, not imread: imread cannot tell a missing file from a corrupt one and
+    # chokes on some non-ASCII paths. The file is mapped, not read, so an image refused by its
+    # header costs a page or two, not its whole size.
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise InputError(f"not a readable image: {path} (the file is empty)")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return decode_image(data, color, max_pixels, str(path))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    img = cv2.imdecode(data, flag) if data.size else None
-    if img is None:
-        raise InputError(f"not a readable image: {path}")
-    if color == "rgb":
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
 
 
 def iter_image_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
@@ -70,126 +129,3 @@ def resize_to(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     interp = cv2.INTER_AREA if w > size[0] else cv2.INTER_LINEAR
     return cv2.resize(img, tuple(size), interpolation=interp)
 
-
-# -- images from memory (uploads): the size is checked from the header, before decoding --------
-
-#: What `decode_image` reads: formats whose header gives the size before anything is decoded.
-DECODED_FORMATS = "JPEG, PNG, BMP, WebP or PNM"
-
-
-class ImageTooLarge(InputError):
-    """The image's header declares more pixels than allowed (a decompression bomb, or simply a
-    photo too large for the device): refused before decoding."""
-
-    def __init__(self, message: str, width: int, height: int, limit: int):
-        super().__init__(message)
-        self.width, self.height, self.limit = width, height, limit
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h = int.from_bytes(data[i + 5:i + 7], "big")
-            w = int.from_bytes(data[i + 7:i + 9], "big")
-            return w, h
-        if length < 2:
-            return None
-        i += 2 + length
-    return None
-
-
-def _pnm_size(data: bytes) -> tuple[int, int] | None:
-    fields: list[int] = []
-    for line in data[2:512].split(b"\n"):
-        for word in line.split(b"#", 1)[0].split():
-            if not word.isdigit():
-                return None
-            fields.append(int(word))
-            if len(fields) == 2:
-                return fields[0], fields[1]
-    return None
-
-
-def image_size(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) from the header of an encoded image, or None when `data` is not
-    one of `DECODED_FORMATS`. Reads a few bytes; decodes nothing."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
-        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:3] == b"\xff\xd8\xff":
-        size = _jpeg_size(data)
-        return ("jpeg", *size) if size else None
-    if data[:2] == b"BM" and len(data) >= 26:
-        header = int.from_bytes(data[14:18], "little")
-        if header == 12:
-            return "bmp", int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
-        w = int.from_bytes(data[18:22], "little", signed=True)
-        h = int.from_bytes(data[22:26], "little", signed=True)
-        return "bmp", abs(w), abs(h)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            return ("webp", int.from_bytes(data[26:28], "little") & 0x3FFF,
-                    int.from_bytes(data[28:30], "little") & 0x3FFF)
-        if chunk == b"VP8L":
-            b = int.from_bytes(data[21:25], "little")
-            return "webp", (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            return ("webp", int.from_bytes(data[24:27], "little") + 1,
-                    int.from_bytes(data[27:30], "little") + 1)
-        return None
-    if data[:1] == b"P" and data[1:2] in (b"2", b"3", b"5", b"6"):
-        size = _pnm_size(data)
-        return ("pnm", *size) if size else None
-    return None
-
-
-def _complete(kind: str, data: bytes) -> bool:
-    """Whether the file goes on to its end marker: OpenCV decodes a cut-off JPEG without an
-    error, its missing part gray."""
-    if kind == "jpeg":
-        # Entropy-coded data never holds FF D9 or FF DA (an FF there is stuffed), so the last
-        # end-of-image marker comes after the last start-of-scan unless the file was cut.
-        return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda")
-    if kind == "png":
-        return data.rfind(b"IEND") > data.rfind(b"IDAT")
-    return True
-
-
-def decode_image(data: bytes, max_pixels: int | None = None, name: str = "the image") -> np.ndarray:
-    """An encoded image in memory (an upload) as a uint8 BGR H x W x 3 frame.
-
-    The size is read from the header first: over `max_pixels` (None: no limit) raises
-    ImageTooLarge before a byte is decoded, so a small file that declares a huge image (a
-    decompression bomb) costs nothing. InputError for an empty body, a format that is not one
-    of `DECODED_FORMATS`, and a truncated or corrupt image.
-    """
-    import cv2
-
-    if not data:
-        raise InputError(f"{name} is empty")
-    info = image_size(data)
-    if info is None:
-        raise InputError(f"{name} is not a {DECODED_FORMATS} image")
-    kind, w, h = info
-    if w <= 0 or h <= 0:
-        raise InputError(f"{name} declares a size of {w}x{h}: not a usable image")
-    if max_pixels is not None and w * h > max_pixels:
-        raise ImageTooLarge(f"{name} is {w}x{h} = {w * h:,} pixels, over the limit of "
-                            f"{max_pixels:,}", w, h, max_pixels)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) \
-        if _complete(kind, data) else None
-    if img is None:
-        raise InputError(f"{name} is truncated or corrupt ({kind}, {w}x{h} declared)")
-    return img

@@ -45,7 +45,7 @@ from edge_fer import __version__
 from edge_fer.config import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
 from edge_fer.draw import blur_faces, draw_faces
 from edge_fer.errors import InputError, UsageError
-from edge_fer.images import ImageTooLarge, decode_image
+from edge_fer.images import DEFAULT_MAX_PIXELS, ImageTooLarge, decode_image
 from edge_fer.predict import ImageResult
 from edge_fer.results import FrameResult, StatsSnapshot
 from edge_fer.sinks.base import Sink
@@ -87,8 +87,9 @@ class ServerOptions:
     "aggregate" (how many faces show each label; no boxes, no track ids)."""
     max_upload_bytes: int = 10 * 1024 * 1024
     """`POST /api/predict`: larger request bodies get 413 without being read."""
-    max_pixels: int = 40_000_000
-    """`POST /api/predict`: images whose header declares more pixels get 413, undecoded."""
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    """`POST /api/predict`: images whose header declares more pixels get 413, undecoded
+    (`run --max-pixels`; None: no cap)."""
     max_predicts: int = 2
     """`POST /api/predict` requests handled at once; more get 503 with Retry-After, so uploads
     never take the cores the camera loop needs."""
@@ -160,6 +161,10 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_version = f"edge-fer/{__version__}"
     server: _HTTPServer
+
+    def version_string(self) -> str:
+        # The stdlib appends "Python/3.x.y": an attacker's shortcut to known bugs, no use to anyone else.
+        return self.server_version
 
     def setup(self):
         # Applies to reads and sends: a client that never reads has its send time out and is
@@ -489,7 +494,7 @@ class ServerSink(Sink):
                          {"Retry-After": "1"})
         try:
             with _lower_priority(o.predict_nice):
-                frame = decode_image(data, o.max_pixels, "the upload")
+                frame = decode_image(data, "bgr", o.max_pixels, name)
                 faces = analyzer.analyze(frame)
                 if query.get("annotate", ["0"])[0] not in ("1", "true", "yes"):
                     return (200, json.dumps(ImageResult(name, faces).to_dict()).encode(),
