@@ -93,9 +93,9 @@ class ServerOptions:
     max_predicts: int = 2
     """`POST /api/predict` requests handled at once; more get 503 with Retry-After, so uploads
     never take the cores the camera loop needs."""
-    predict_nice: int = 10
-    """Niceness added to the thread of an upload while it is analysed (Linux schedules threads
-    on their own), so the camera loop wins the cores when both want them."""
+    predict_nice: int = 19
+    """Niceness added to the thread handling an upload, from reading it to answering (Linux
+    schedules threads on their own), so the camera loop wins the cores when both want them."""
 
     @classmethod
     def from_serve(cls, serve: str | None, token: str | None = None, **kw) -> "ServerOptions":
@@ -447,7 +447,10 @@ class ServerSink(Sink):
             self._send_error(req, 401, "send 'Authorization: Bearer TOKEN' or add ?token=TOKEN "
                                        "to the URL", {"WWW-Authenticate": 'Bearer realm="edge-fer"'})
             return
-        code, body, ctype, headers = self._predict(req, query)
+        # The whole upload, from reading its body to the 503 of a busy server, runs nicer than
+        # the camera loop: with uploads hammering, that is what keeps the loop's cores its own.
+        with _lower_priority(self.options.predict_nice):
+            code, body, ctype, headers = self._predict(req, query)
         self._count("predict", code)
         self._send(req, code, body, ctype, headers)
 
@@ -493,19 +496,18 @@ class ServerSink(Sink):
             return error(503, f"busy: {o.max_predicts} images are being analysed, try again",
                          {"Retry-After": "1"})
         try:
-            with _lower_priority(o.predict_nice):
-                frame = decode_image(data, "bgr", o.max_pixels, name)
-                faces = analyzer.analyze(frame)
-                if query.get("annotate", ["0"])[0] not in ("1", "true", "yes"):
-                    return (200, json.dumps(ImageResult(name, faces).to_dict()).encode(),
-                            "application/json", {})
-                if o.blur_faces:
-                    blur_faces(frame, faces)
-                ok, buf = cv2.imencode(".jpg", draw_faces(frame, faces),
-                                       [cv2.IMWRITE_JPEG_QUALITY, 90])
-                if not ok:
-                    return error(500, "cannot encode the annotated image")
-                return 200, buf.tobytes(), "image/jpeg", {}
+            frame = decode_image(data, "bgr", o.max_pixels, name)
+            faces = analyzer.analyze(frame)
+            if query.get("annotate", ["0"])[0] not in ("1", "true", "yes"):
+                return (200, json.dumps(ImageResult(name, faces).to_dict()).encode(),
+                        "application/json", {})
+            if o.blur_faces:
+                blur_faces(frame, faces)
+            ok, buf = cv2.imencode(".jpg", draw_faces(frame, faces),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:
+                return error(500, "cannot encode the annotated image")
+            return 200, buf.tobytes(), "image/jpeg", {}
         except ImageTooLarge as exc:
             return error(413, str(exc))
         except InputError as exc:
