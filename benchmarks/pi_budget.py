@@ -42,6 +42,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MARK_FD = 987654
+DETECT_EVERY = {"haar": 5, "blazeface": 2, "blazeface-full": 3}
+"""Each detector's default --detect-every (its class's `default_detect_every`; this script's host
+side runs without edge-fer installed, so they are repeated here and a test keeps them equal)."""
 RUN_THREADS = 2
 """`edge-fer run`'s default interpreter threads on a machine with four or more cores."""
 DETECT_WIDTH = 320
@@ -107,9 +110,10 @@ class _NoopDetector:
     """Three fixed faces, at no cost: the pipeline's own work is what is left."""
 
     def __init__(self):
-        from edge_fer.detector import DetectorOptions
+        from edge_fer.detector import CropTransform, DetectorOptions
 
         self.options = DetectorOptions(detect_width=DETECT_WIDTH)
+        self.crop = CropTransform()
 
     accepts_gray = True
     default_detect_every = 5
@@ -306,7 +310,7 @@ def ms(instructions: float, core: str, assume: dict) -> float:
     return instructions / (a["ipc"] * a["ghz"] * 1e9) * 1e3
 
 
-def estimate(rows: list[Row], assume: dict, detect_every: int) -> list[dict]:
+def estimate(rows: list[Row], assume: dict, detect_every: int | None = None) -> list[dict]:
     """`edge-fer run` on a Pi camera at 30 fps, per model and detector, 1 and 3 faces.
 
     The stages run on their own threads (the Pi has four cores), so a frame's throughput is set
@@ -314,7 +318,7 @@ def estimate(rows: list[Row], assume: dict, detect_every: int) -> list[dict]:
     Y plane goes to detection as it is (no conversion), the classify thread crops and runs the
     model (batch 1 on one thread for one face; for three, one batch-3 call on `run`'s default
     two interpreter threads, timed by its busiest thread), detection runs on its own thread at
-    most every `detect_every` frames and never on a frame's path. The pipeline's own work is
+    most every `detect_every` frames (default: each detector's own) and never on a frame's path. The pipeline's own work is
     split between the capture/detect and classify/sink threads (half each)."""
     find = {(r.stage, r.what): r for r in rows}
     pipe = next(r for r in rows if r.stage == "pipeline")
@@ -335,15 +339,16 @@ def estimate(rows: list[Row], assume: dict, detect_every: int) -> list[dict]:
                     classify = ms(per_face * faces, core, assume)
                     overhead = ms(pipe.instructions[core], core, assume)
                     detect = ms(det.instructions[core], core, assume)
-                    busiest = max(classify + overhead / 2, detect / detect_every, overhead / 2)
+                    every = detect_every or DETECT_EVERY[what.split(",")[0]]
+                    busiest = max(classify + overhead / 2, detect / every, overhead / 2)
                     out.append({
                         "core": core, "board": assume[core]["board"], "model": model,
                         "detector": what.split(",")[0], "faces": faces,
                         "classify_ms": round(classify, 2), "pipeline_ms": round(overhead, 2),
                         "detect_ms": round(detect, 1),
                         "fps": round(min(1000.0 / busiest, 1e4), 1),
-                        "redetect_ms": round(max(detect, detect_every * 1000.0 / 30), 1),
-                        "cpu_per_frame_ms": round(classify + overhead + detect / detect_every, 2),
+                        "redetect_ms": round(max(detect, every * 1000.0 / 30), 1),
+                        "cpu_per_frame_ms": round(classify + overhead + detect / every, 2),
                     })
     return out
 
@@ -378,7 +383,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=4, help="Repetitions per measured stage.")
     ap.add_argument("--cores", default="a72,a76", help="Comma-separated: a72 (Pi 4), a76 (Pi 5).")
     ap.add_argument("--models", nargs="*", type=Path, help="Models to count (default: models/*.tflite).")
-    ap.add_argument("--detect-every", type=int, default=5, help="As `edge-fer run --detect-every`.")
+    ap.add_argument("--detect-every", type=int, default=None,
+                    help="As `edge-fer run --detect-every` (default: each detector's own).")
     for core, c in CORES.items():
         ap.add_argument(f"--ipc-{core}", type=float, default=c["ipc"], help=f"Assumed IPC of the {c['cpu']}.")
         ap.add_argument(f"--ghz-{core}", type=float, default=c["ghz"], help=f"Assumed clock of the {c['cpu']}.")

@@ -7,8 +7,8 @@
 #   sudo bash ci/arm64.sh prepare DIR   a lasting guest in DIR for benchmarks/pi_budget.py, with
 #                                   the instruction-counting plugin built (DIR/guest runs it)
 #
-# For each Debian suite in $EDGE_FER_ARM64_SUITES (default "bookworm": Python 3.11, Raspberry Pi
-# OS Bookworm; "bookworm trixie" adds Python 3.13, Raspberry Pi OS Trixie):
+# For each Debian suite in $EDGE_FER_ARM64_SUITES (default "bookworm trixie": Python 3.11, Raspberry Pi
+# OS Bookworm, and Python 3.13, Raspberry Pi OS Trixie; "bookworm" alone is the quicker lane):
 #   1. an arm64 Debian root (debootstrap from Debian's mirror) and the runtime's aarch64 wheels
 #      (pip download, versions in ci/arm64-pins.txt), cached in $EDGE_FER_ARM64_CACHE (default
 #      /var/cache/edge-fer-arm64): each part is checked (a stamp with the key it was built from,
@@ -39,7 +39,7 @@ SHARED=$(cd "${EDGE_FER_DATA:-$REPO/../shared}" 2>/dev/null && pwd || true)
 if [ "$(id -u)" = 0 ]; then DEFAULT_CACHE=/var/cache/edge-fer-arm64
 else DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edge-fer-arm64; fi
 CACHE=${EDGE_FER_ARM64_CACHE:-$DEFAULT_CACHE}
-SUITES=${EDGE_FER_ARM64_SUITES:-bookworm}
+SUITES=${EDGE_FER_ARM64_SUITES:-bookworm trixie}
 EVAL_LIMIT=${EDGE_FER_ARM64_EVAL_LIMIT:-300}
 # "none" runs without the fake CPU view, to show the known crash.
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}

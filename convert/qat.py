@@ -367,7 +367,10 @@ def run_qat(model_path: str, arch: str | None, metadata, train_images: np.ndarra
         (work / "job.json").write_text(json.dumps(job))
         np.savez(work / "data.npz", train_images=train_images, train_labels=train_labels,
                  calib_images=calib_images, probe_images=probe_images)
-        env = {**os.environ, **QAT_ENV}
+        # The child's temporary files (TensorFlow's autograph modules, its SavedModels) go under
+        # `work`, so they go with it even when the child is killed and cannot clean up itself.
+        (work / "tmp").mkdir()
+        env = {**os.environ, **QAT_ENV, "TMPDIR": str(work / "tmp")}
         log.info("QAT: fine-tuning %s for %d epoch(s) on %d images in a child process",
                  model_path, options.epochs, len(train_images))
         proc = subprocess.run([sys.executable, "-m", "edge_fer_convert.qat", str(work)], env=env,

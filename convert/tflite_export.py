@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fer.errors import ModelError, UsageError
+from edge_fer.errors import ModelError, UsageError, interruption
 from edge_fer.quiet import native_output_filtered
 from edge_fer_convert.keras_env import tensorflow_module
 
@@ -71,6 +71,11 @@ def convert_bytes(loaded, quantization: str, calib: np.ndarray | None, variant: 
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; all mean the same here
+        interrupt = interruption(exc)
+        if interrupt is not None:
+            # Ctrl-C or SIGTERM mid-conversion that TensorFlow's unwinding turned into an error
+            # of its own: stop, do not record a failed attempt and go on to the next one.
+            raise interrupt from None
         msg = str(exc).strip().splitlines()
         raise ModelError(f"the TFLite converter failed on {loaded.path}: "
                          f"{msg[0] if msg else type(exc).__name__}") from None

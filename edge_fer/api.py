@@ -29,7 +29,7 @@ from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, FaceDetector, create_detector
 from edge_fer.detector.base import as_uint8_frame
 from edge_fer.errors import InputError, UsageError
-from edge_fer.images import iter_image_paths, read_image
+from edge_fer.images import DEFAULT_MAX_PIXELS, iter_image_paths, read_image
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source
 from edge_fer.pipeline.capture import Source
 from edge_fer.pipeline.queues import LatestQueue
@@ -192,12 +192,22 @@ class OutputOptions:
     record: str | None = None
     """Save the annotated stream to a video (.avi or .mkv, which survive a crash); strftime
     fields (`%Y%m%d-%H%M%S`) give each run a file of its own."""
+    results: str | None = None
+    """Write every processed frame's faces to this file: `.jsonl` (JSON lines) or `.csv` (a
+    row per face); strftime fields give each run a file of its own. See
+    `edge_fer.sinks.results.ResultsSink`."""
     overwrite: bool = False
-    """Replace an existing `record` file (otherwise it is refused)."""
+    """Replace an existing `record` or `results` file (otherwise it is refused)."""
     serve: str | None = None
     """Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT."""
     token: str | None = None
     """Access token for `serve`, required on a non-loopback address."""
+    blur_faces: bool = False
+    """Blur each face in what is shown and kept (the served stream, the window, the recording);
+    the model still sees the faces."""
+    faces_api: str = "full"
+    """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
+    "aggregate" (faces per label only)."""
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,
@@ -207,33 +217,64 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
     from edge_fer.sinks.display import DisplaySink, gui_problem
     from edge_fer.sinks.jsonlines import JsonLinesSink
     from edge_fer.sinks.recorder import RecorderSink
+    from edge_fer.sinks.results import ResultsSink
 
     sinks = list(first)
+    if out.results:
+        results = ResultsSink(_run_name(out.results), pipeline.classifier.labels,
+                              started=lambda: pipeline.started_at, overwrite=out.overwrite)
+        cleanup.callback(results.close)
+        sinks.append(results)
     if out.log_json:
         json_log = JsonLinesSink(out.log_json, out.log_interval, header,
                                  max_bytes=out.log_max_bytes, backups=out.log_backups)
         cleanup.callback(json_log.close)
         sinks.append(json_log)
     if out.display or (out.display is None and gui_problem() is None):
-        sinks.append(DisplaySink(pipeline.stop))
+        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces))
     if out.record:
-        # strftime fields give each run (a service's restarts) a file of its own.
-        record = time.strftime(out.record) if "%" in out.record else out.record
-        sinks.append(RecorderSink(record, overwrite=out.overwrite))
+        sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite,
+                                  blur_faces=out.blur_faces))
     for sink in sinks:
         pipeline.add_sink(sink)
 
 
-def open_server(out: OutputOptions, cleanup: contextlib.ExitStack):
+def _run_name(path: str) -> str:
+    """`path` with its strftime fields filled in: each run (a service's restarts) gets a file
+    of its own."""
+    return time.strftime(path) if "%" in path else path
+
+
+def open_server(out: OutputOptions, cleanup: contextlib.ExitStack,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """The page server `out.serve` asks for, entered on `cleanup`, or None. Made before the model
-    loads, so a port in use or a missing token fails at once."""
+    loads, so a port in use or a missing token fails at once. `max_pixels` caps the images
+    uploaded to its `/api/predict`, as it caps the run's frames."""
     if not out.serve:
         if out.token:
             log.warning("a token has no effect without serve")
         return None
     from edge_fer.sinks.server import ServerOptions, ServerSink
 
-    return cleanup.enter_context(ServerSink(ServerOptions.from_serve(out.serve, out.token)))
+    return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
+        out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api,
+        max_pixels=max_pixels)))
+
+
+#: The detection width of `predict` and of the server's `POST /api/predict`: uploads are
+#: photos, analysed as `edge-fer predict` analyses them.
+PREDICT_DETECT_WIDTH = 640
+
+
+def upload_analyzer(**options: Any) -> Analyzer:
+    """The `Analyzer` that answers a run's `POST /api/predict` (`ServerSink.serve_predictions`):
+    the run's model and detector options (`model`, `labels`, ..., `detector`, `min_face`, ...;
+    others are ignored), with a model instance and a detector of its own, one interpreter thread,
+    and `predict`'s detection width, so it answers what `edge-fer predict` would."""
+    kw = {k: options[k] for k in _CLASSIFIER_KEYS + _DETECTOR_KEYS
+          if options.get(k) is not None and k not in ("model", "detector", "threads")}
+    kw["detect_width"] = PREDICT_DETECT_WIDTH
+    return Analyzer(options.get("model"), options.get("detector") or DEFAULT_DETECTOR, 1, **kw)
 
 
 def _names(cls: type) -> tuple[str, ...]:
@@ -411,7 +452,7 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
     out = OutputOptions(**pick(_OUTPUT_KEYS))
     cleanup = contextlib.ExitStack()
     with _closing_on_error(cleanup):
-        server = open_server(out, cleanup)
+        server = open_server(out, cleanup, capture.max_pixels)
         classifier_kw = pick(_CLASSIFIER_KEYS)
         detector = load_detector(**detector_kw, backend=classifier_kw.get("backend"))
         classifier = load_classifier(**classifier_kw)
@@ -423,6 +464,7 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
                          first=[sink] + ([server] if server else []))
         if server is not None:
             server.follow(pipeline.stats)
+            server.serve_predictions(upload_analyzer(**classifier_kw, **detector_kw))
         return Stream(pipeline, sink, cleanup)
 
 
@@ -445,4 +487,4 @@ def _closing_on_error(cleanup: contextlib.ExitStack) -> Iterator[None]:
 
 __all__ = ["Analyzer", "Face", "ImageInput", "OutputOptions", "STREAM_OPTIONS", "Stream",
            "add_output_sinks", "analyze", "default_model_path", "load_classifier", "model_path",
-           "load_detector", "load_image", "open_server", "run_header", "stream"]
+           "load_detector", "load_image", "open_server", "run_header", "stream", "upload_analyzer"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_fer.backends import Backend, BackendInfo, load_backend
 from edge_fer.errors import InputError, ModelError
-from edge_fer.metadata import ModelMetadata, load_metadata, normalize
+from edge_fer.metadata import ModelMetadata, load_metadata, normalize, verify_checksum
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,9 @@ class EmotionClassifier:
             raise ModelError(f"{self.path} is not a valid TFLite model (no TFL3 header): "
                              "the file is damaged or not a model")
         self.size_bytes = len(content)
+        # Checked before the interpreter sees the model: damaged weights load and answer, just
+        # wrongly. None for a model written without a checksum (it runs, unverified).
+        self.verified_sha256: str | None = verify_checksum(self.path, content)
         self.backend = backend or load_backend(self.options.backend)
         self._interp = self.backend.make_interpreter(content, self.options.num_threads,
                                                     str(self.path))
@@ -123,8 +126,9 @@ class EmotionClassifier:
         if len(details) != 1:
             raise ModelError(f"{self.path}: expected one input tensor, found {len(details)}")
         d = details[0]
-        shape = list(d["shape"])
-        sig = list(d.get("shape_signature", shape))
+        # Plain ints: the error below shows the shape, and numpy 2 prints np.int32(1) otherwise.
+        shape = [int(n) for n in d["shape"]]
+        sig = [int(n) for n in d.get("shape_signature", shape)]
         if len(shape) != 4 or shape[3] not in (1, 3):
             raise ModelError(
                 f"{self.path}: the model's input {shape} is not an image (expected "
@@ -146,7 +150,8 @@ class EmotionClassifier:
             raise ModelError(f"{self.path}: expected one output tensor (class scores), found {len(details)}")
         d = details[0]
         if len(d["shape"]) != 2:
-            raise ModelError(f"{self.path}: output shape {list(d['shape'])} is not [batch, classes]")
+            raise ModelError(f"{self.path}: output shape {[int(n) for n in d['shape']]} is not "
+                             "[batch, classes]")
         return d
 
     def _resolve_metadata(self, content: bytes) -> ModelMetadata:

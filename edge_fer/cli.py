@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 
 import click
 
 from edge_fer import __version__
 from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
-from edge_fer.errors import EdgeFerError, OutputError
+from edge_fer.errors import EdgeFerError, OutputError, interruption
 
 log = logging.getLogger("edge_fer")
 
@@ -29,6 +30,43 @@ def _setup_logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: `finally` blocks
+    and atexit handlers run (a conversion's temporary SavedModel, TensorFlow's autograph files)
+    instead of the process vanishing with them left behind."""
+
+
+#: Exit status of a process stopped by SIGTERM (128 + 15), as the shell reports a killed one.
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+class _Sigterm:
+    """Whether SIGTERM came. Raising in the main thread is not always enough: TensorFlow can lose
+    the exception in its C++ (SystemError 'returned a result with an exception set') and fail
+    with an unrelated error later, which is then the termination's doing."""
+
+    received = False
+
+    @classmethod
+    def handle(cls, signum, frame) -> None:
+        cls.received = True
+        # Once: a second SIGTERM while cleaning up kills at once, as before.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+
+def _exit_if_interrupted(exc: BaseException) -> None:
+    """Exit as an interruption when `exc` is a Ctrl-C or SIGTERM, or an error raised while
+    unwinding one (cleanup that fails half-way replaces the interrupt with its own error)."""
+    interrupt = interruption(exc)
+    if isinstance(interrupt, Terminated) or _Sigterm.received:
+        click.echo("edge-fer: terminated (SIGTERM)", err=True)
+        sys.exit(TERMINATED_EXIT)
+    if interrupt is not None:
+        click.echo("edge-fer: interrupted", err=True)
+        sys.exit(130)
+
+
 def handle_errors(fn):
     """Turn the project's errors and the usual OS failures into one line and an exit code."""
 
@@ -36,22 +74,60 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            _exit_if_interrupted(exc)
         except EdgeFerError as exc:
+            _exit_if_interrupted(exc)
             click.echo(f"edge-fer: error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("edge-fer: interrupted", err=True)
-            sys.exit(130)
         except OSError as exc:
+            _exit_if_interrupted(exc)
             # Disk full, permission denied, a path that went away: name the file and the cause.
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             click.echo(f"edge-fer: error: {exc.strerror or exc}{where}", err=True)
             sys.exit(7)
+        except Exception as exc:
+            _exit_if_interrupted(exc)
+            raise
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: click 8.2+ raises this for a bare `edge-fer` (8.1 prints the help itself and exits 0).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class EdgeFerGroup(click.Group):
+    """The command group, with click's own errors (a bad option value, an unknown option, a
+    missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:
+            exc.show()  # `edge-fer` alone: the help, as click shows it
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError):
+                where = exc.ctx.command_path if exc.ctx is not None else prog_name or self.name
+                hint = f" (see '{where} --help')"
+            click.echo(f"edge-fer: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:
+            # Ctrl-C or SIGTERM outside a command (while click parses): click's "Aborted!".
+            if isinstance(exc.__cause__, Terminated):
+                click.echo("edge-fer: terminated (SIGTERM)", err=True)
+                sys.exit(TERMINATED_EXIT)
+            click.echo("edge-fer: interrupted", err=True)
+            sys.exit(130)
+        # --help and --version come back as their exit code; commands return None.
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=EdgeFerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-fer")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -110,8 +186,19 @@ def detector_options(fn=None, *, detect_width: int = 640):
     return fn
 
 
+def max_pixels_option(fn):
+    """`--max-pixels N`: images larger than this are refused from their header, undecoded."""
+    from edge_fer.images import DEFAULT_MAX_PIXELS
+
+    return click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
+                        type=click.IntRange(1), metavar="N",
+                        help="Refuse images of more than N pixels (width x height), checked "
+                             "from the file's header before decoding.")(fn)
+
+
 class _EarlyError(click.ClickException):
-    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same way."""
+    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same
+    way (by EdgeFerGroup, or by `show` for a command used outside the group)."""
 
     def __init__(self, exc: EdgeFerError):
         super().__init__(str(exc))
@@ -230,6 +317,11 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
                f"opencv {cv2.__version__}")
     click.echo(f"backend: {b.name} ({b.module} {b.version}); installed: {', '.join(available_backends(probe=False))}")
     click.echo(f"model: {clf.path} ({clf.size_bytes:,} bytes, {clf.size_bytes / 1024:.1f} KiB)")
+    if clf.verified_sha256:
+        click.echo(f"integrity: verified (flatbuffer sha256 {clf.verified_sha256})")
+    else:
+        click.echo("integrity: unverified (the model carries no checksum; re-convert it with "
+                   "'edge-fer convert' to add one)")
     quant = f" scale={i.scale:.6g} zero_point={i.zero_point}" if i.dtype != "float32" else ""
     click.echo(f"input: {i.width}x{i.height} {i.color} {i.dtype}{quant}  "
                f"batch={'dynamic' if i.batchable else 1}")
@@ -239,6 +331,13 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
         click.echo("provenance: " + json.dumps(clf.metadata.provenance, sort_keys=True))
 
 
+#: `predict` options that choose the model or the detector: the server's own are used with
+#: --server, so giving one there is a mistake worth saying.
+_LOCAL_ONLY = ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend",
+               "detector", "detect_score", "cascade", "scale_factor", "min_neighbors", "min_face",
+               "detect_width", "no_detect")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @model_options
@@ -246,45 +345,70 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @click.option("--no-detect", is_flag=True, help="Each image is an already-cropped face.")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write annotated copies here.")
+@max_pixels_option
+@click.option("--server", metavar="URL",
+              help="Send the images to a running `edge-fer run --serve` at URL "
+                   "(http://HOST:PORT) and print its answers as a local run would; the "
+                   "server's model and detector are used.")
+@click.option("--token", envvar="EDGE_FER_TOKEN",
+              help="With --server: its access token (default: $EDGE_FER_TOKEN).")
 @handle_errors
 def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, detector,
             detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width, as_json,
-            no_detect, annotate):
+            no_detect, annotate, max_pixels, server, token):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
     from pathlib import Path
 
-    from edge_fer.api import Analyzer
-    from edge_fer.errors import InputError
+    from edge_fer.errors import InputError, UsageError
     from edge_fer.files import write_atomically
     from edge_fer.images import iter_image_paths, read_image
-    from edge_fer.draw import draw_faces
     from edge_fer.predict import ImageResult
 
-    analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
-                        labels=labels, normalization=normalization, crop_margin=crop_margin,
-                        **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
-                                          min_face, detect_width))
+    if server:
+        from click.core import ParameterSource
+
+        from edge_fer.remote import RemotePredictor
+
+        ctx = click.get_current_context()
+        given = [name for name in _LOCAL_ONLY
+                 if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} has no effect with --server: the "
+                             "server analyses with its own model and detector")
+        remote = RemotePredictor(server, token)
+    else:
+        from edge_fer.api import Analyzer
+        from edge_fer.draw import draw_faces
+
+        analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
+                            labels=labels, normalization=normalization, crop_margin=crop_margin,
+                            **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
+                                              min_face, detect_width))
     out_dir = Path(annotate) if annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in iter_image_paths(paths):
         try:
-            frame = read_image(path)
+            if server:
+                data = _read_bytes(path)
+                faces = remote.predict(data, str(path))
+            else:
+                frame = read_image(path, max_pixels=max_pixels)
+                faces = analyzer.analyze(frame)
         except InputError as exc:
             # One bad file among many must not lose the results of the others.
             click.echo(f"edge-fer: error: {exc}", err=True)
             failures += 1
             continue
-        faces = analyzer.analyze(frame)
         result = ImageResult(str(path), faces)
-        if as_json:
-            click.echo(json.dumps(result.to_dict()))
-        else:
-            desc = ", ".join(f"{f.label} {f.score:.2f} at {tuple(f.box)}" for f in faces) or "no faces"
-            click.echo(f"{path}: {len(faces)} face(s): {desc}")
+        click.echo(json.dumps(result.to_dict()) if as_json else result.line())
         if out_dir:
+            if server:
+                target = out_dir / (path.stem + "_annotated.jpg")
+                write_atomically(target, remote.annotated(data, str(path)))
+                continue
             import cv2
 
             target = out_dir / (path.stem + "_annotated" + (path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"))
@@ -296,6 +420,15 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
             write_atomically(target, buf.tobytes())
     if failures:
         sys.exit(3)
+
+
+def _read_bytes(path) -> bytes:
+    from edge_fer.errors import InputError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -314,6 +447,7 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               metavar="SECONDS",
               help="Cameras and streams: keep retrying one that is down at the start or lost "
                    "during the run for this long, then fail; 0 retries until stopped.")
+@max_pixels_option
 @model_options
 @detector_options(detect_width=320)
 @click.option("--detect-every", type=click.IntRange(1),
@@ -338,7 +472,15 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               help="Save the annotated stream to a video: .mkv (MPEG-4) or .avi (MJPEG), both "
                    "readable if the run is cut short; the only way frames reach the disk. An "
                    "existing file is refused; strftime fields (%Y%m%d-%H%M%S) name each run's own.")
-@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
+@click.option("--results", type=click.Path(), metavar="FILE",
+              help="Write every processed frame's faces (frame, time, track, box, smoothed and "
+                   "raw label, scores per label) to FILE: .jsonl (a JSON line per frame) or .csv "
+                   "(a row per face). Every frame of a file read offline; an existing file is "
+                   "refused; strftime fields name each run's own.")
+@click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
+@click.option("--blur-faces", is_flag=True,
+              help="Blur every face in what is shown or kept: the served stream, the window and "
+                   "--record (the model still sees the faces).")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -350,12 +492,17 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
               envvar="EDGE_FER_TOKEN",
               help="Access token for --serve, required on a non-loopback address "
                    "(default: $EDGE_FER_TOKEN).")
+@click.option("--faces-api", type=click.Choice(["full", "aggregate"]), default="full",
+              show_default=True,
+              help="What /api/faces tells: full (each face's track id, box, label, scores) or "
+                   "aggregate (how many faces show each label: no boxes, no track ids).")
 @handle_errors
-def run(camera, source, width, height, fps, realtime, source_timeout, model, labels,
+def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
-        log_backups, display, record, overwrite, max_frames, duration, serve, token):
+        log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
+        token, faces_api):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -365,23 +512,31 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
     import contextlib
     import os
 
-    from edge_fer.api import OutputOptions, add_output_sinks, open_server, run_header
+    from edge_fer.api import (OutputOptions, add_output_sinks, open_server, run_header,
+                              upload_analyzer)
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
     from edge_fer.sinks.log import LogSink, format_summary
 
-    camera, source = _one_source(click.get_current_context(), camera, source)
+    ctx = click.get_current_context()
+    if token and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+        click.echo("edge-fer: warning: --token on the command line can be read by every user of "
+                   "this machine in /proc/PID/cmdline (ps -ef): set $EDGE_FER_TOKEN or [server] "
+                   "token in a config file (chmod 600) instead", err=True)
+    camera, source = _one_source(ctx, camera, source)
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
-                             lores_width=detect_width, reconnect_timeout_s=source_timeout or None)
+                             lores_width=detect_width, reconnect_timeout_s=source_timeout or None,
+                             max_pixels=max_pixels)
     src = open_source(capture)
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
-                        overwrite=overwrite, serve=serve, token=token)
+                        results=results, overwrite=overwrite, serve=serve, token=token,
+                        blur_faces=blur_faces, faces_api=faces_api)
     with contextlib.ExitStack() as cleanup:
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
-        server = open_server(out, cleanup)
+        server = open_server(out, cleanup, max_pixels)
         sinks = [server] if server else []
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
@@ -407,6 +562,11 @@ def run(camera, source, width, height, fps, realtime, source_timeout, model, lab
                                                                     smoothing=smoothing)))
         if server is not None:
             server.follow(pipeline.stats)
+            server.serve_predictions(upload_analyzer(
+                model=model, labels=labels, normalization=normalization, crop_margin=crop_margin,
+                tta=tta, backend=backend, detector=detector,
+                **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face,
+                                  detect_width)))
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
         add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
         with stop_on_signals(pipeline):
@@ -447,10 +607,11 @@ def _one_source(ctx, camera, source):
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Also draw the confusion matrix to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@max_pixels_option
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
              detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
-             detect, plot, as_json):
+             detect, plot, as_json, max_pixels):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
@@ -468,7 +629,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
     extra = {}
     if detect:
-        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit)
+        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
+                           max_pixels=max_pixels)
         ds = remap_labels(ds, clf.labels)
         det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
                             detect_width, backend)
@@ -481,7 +643,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
                              "try --no-detect for face crops, or a smaller --min-face")
     else:
         ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
-                                        limit=limit, classes=clf.labels), clf.labels)
+                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
+                          clf.labels)
     scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
     if plot:
         from pathlib import Path
@@ -689,6 +852,9 @@ def check_config(file, keys):
 
 
 def main() -> None:
+    # Here, not in the group: only the real process turns SIGTERM into a clean exit (a test
+    # runner calling `cli` keeps its own handlers). `run` installs its own for a graceful stop.
+    signal.signal(signal.SIGTERM, _Sigterm.handle)
     cli(prog_name="edge-fer")
 
 

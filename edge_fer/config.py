@@ -50,14 +50,15 @@ MIN_TOKEN_LENGTH = 16
 #: it means (the help text) are read off the click option, so the file and the command line
 #: cannot drift apart.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "source": ("camera", "source", "width", "height", "fps", "realtime", "source_timeout"),
+    "source": ("camera", "source", "width", "height", "fps", "realtime", "source_timeout",
+               "max_pixels"),
     "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
     "detection": ("detector", "detect_score", "cascade", "scale_factor", "min_neighbors",
                   "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "overwrite", "max_frames", "duration"),
-    "server": ("serve", "token"),
+    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration"),
+    "server": ("serve", "token", "faces_api"),
 }
 #: Files the run reads: the command line checks them when it loads them, the config file at once,
 #: so `check-config` catches a wrong path before a restart does.
@@ -336,12 +337,47 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def check_ownership(path: Path, st: os.stat_result) -> None:
+    """InputError unless only root or the user running edge-fer can change the file.
+
+    The config decides what the service runs (the model, the address it serves on, where it
+    writes), so the rule is sshd's StrictModes: not writable by group or others, owned by root
+    or the current user.
+    """
+    import stat
+
+    if os.path.samestat(st, os.stat(os.devnull)):
+        return  # `--config /dev/null`: no config at all; writing to it changes nothing read
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        who = {0o020: "its group", 0o002: "everyone"}.get(mode & 0o022, "its group and everyone")
+        raise InputError(f"config file {path} is writable by {who} (mode {mode:04o}), so anyone "
+                         f"who can write it decides what edge-fer runs: chmod go-w {path}")
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        allowed = "root" if me == 0 else f"root or {_user_name(me)} (who runs edge-fer)"
+        raise InputError(f"config file {path} is owned by {_user_name(st.st_uid)}, not {allowed}, "
+                         f"so that user decides what edge-fer runs: chown {_user_name(me)} {path}")
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def load_config(path: str | os.PathLike, command) -> Config:
-    """Read and validate a config file for click `command` (`run`). InputError if unreadable,
-    ConfigError if invalid."""
+    """Read and validate a config file for click `command` (`run`). InputError if unreadable or
+    if others can change it (`check_ownership`), ConfigError if invalid."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as fh:
+            # Checked on the open file: the file read is the file checked.
+            check_ownership(p, os.fstat(fh.fileno()))
+            raw = fh.read()
     except FileNotFoundError:
         raise InputError(f"config file {p} does not exist: copy systemd/config.example.toml "
                          "there, or pass --config FILE") from None

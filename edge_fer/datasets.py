@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from edge_fer.errors import InputError
-from edge_fer.images import IMAGE_SUFFIXES, read_image, resize_to
+from edge_fer.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, resize_to
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,13 @@ def load_folder(
     limit: int | None = None,
     seed: int = 0,
     classes: Sequence[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> LabelledImages:
     """Load a folder of class subfolders.
 
     `size` is (width, height) to resize to; `limit` draws a stratified sample; `classes`, when
-    given, fixes the label order (a model's) and rejects folders it does not name.
+    given, fixes the label order (a model's) and rejects folders it does not name; an image
+    over `max_pixels` is refused before it is decoded.
     """
     root = Path(root)
     found = list_class_folders(root)
@@ -131,7 +133,7 @@ def load_folder(
         label_arr = label_arr[keep]
 
     def load_one(p: Path) -> np.ndarray:
-        return _resize(read_image(p, color=color), size)
+        return _resize(read_image(p, color=color, max_pixels=max_pixels), size)
 
     # JPEG decoding releases the GIL, so a few threads cut a 30k-image load several times over.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
@@ -146,6 +148,46 @@ def load_folder(
     return LabelledImages(stacked, label_arr, list(classes), [str(p) for p in paths])
 
 
+def _check_csv_fields(row: dict, header: list[str], where: str) -> None:
+    """InputError unless `row` has exactly the header's fields (csv.DictReader puts extra ones
+    under None and fills missing ones with None)."""
+    if None in row:
+        raise InputError(f"{where}: {len(header) + len(row[None])} fields, expected "
+                         f"{len(header)} ({','.join(header)})")
+    missing = [k for k in header if row[k] is None]
+    if missing:
+        raise InputError(f"{where}: {len(header) - len(missing)} field(s), expected "
+                         f"{len(header)} ({','.join(header)}): no {', '.join(missing)}")
+
+
+def _csv_row_image(row: dict, where: str) -> tuple[np.ndarray, int]:
+    """(square uint8 image, label) of one FER2013 CSV row; InputError saying what is wrong."""
+    emotion = row["emotion"].strip()
+    if not emotion.isdigit() or int(emotion) >= len(FER2013_CSV_LABELS):
+        raise InputError(f"{where}: 'emotion' is {emotion!r}, expected an integer 0..6 "
+                         f"({', '.join(FER2013_CSV_LABELS)})")
+    values = row["pixels"].split()
+    if not values:
+        raise InputError(f"{where}: 'pixels' is empty, expected 48x48 = 2304 values 0..255")
+    try:
+        # int32, not uint8: numpy raises OverflowError on 256 for uint8 and wraps on astype.
+        pix = np.asarray(values, dtype=np.int32)
+    except ValueError:
+        bad = next(k for k, v in enumerate(values) if not v.lstrip("-").isdigit())
+        raise InputError(f"{where}: 'pixels' value {bad + 1} is {values[bad][:20]!r}, expected "
+                         "an integer 0..255") from None
+    out_of_range = np.flatnonzero((pix < 0) | (pix > 255))
+    if out_of_range.size:
+        k = int(out_of_range[0])
+        raise InputError(f"{where}: 'pixels' value {k + 1} is {int(pix[k])}, expected 0..255"
+                         + (f" ({out_of_range.size} values are out of range)" if out_of_range.size > 1 else ""))
+    side = int(round(len(pix) ** 0.5))
+    if side * side != len(pix):
+        raise InputError(f"{where}: 'pixels' has {len(pix)} values, not a square image "
+                         f"(FER2013 rows have 48x48 = 2304)")
+    return pix.astype(np.uint8).reshape(side, side), int(emotion)
+
+
 def load_fer_csv(
     path: str | os.PathLike,
     *,
@@ -155,34 +197,46 @@ def load_fer_csv(
     limit: int | None = None,
     seed: int = 0,
 ) -> LabelledImages:
-    """Load the FER2013 CSV (`emotion,pixels[,Usage]`); `usage` keeps one split (e.g. PrivateTest)."""
+    """Load the FER2013 CSV (`emotion,pixels[,Usage]`); `usage` keeps one split (e.g. PrivateTest).
+
+    A malformed row stops the load with an InputError naming its line and what is wrong: a
+    silently skipped row would change the scores without a word.
+    """
     import cv2
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"CSV file not found: {path}")
     images, labels, rows = [], [], []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
-            raise InputError(f"{path} is not the FER2013 CSV: it needs 'emotion' and 'pixels' columns")
-        for i, row in enumerate(reader, start=2):
-            if usage and row.get("Usage") != usage:
-                continue
-            try:
-                pix = np.asarray(row["pixels"].split(), dtype=np.uint8)
-                label = int(row["emotion"])
-            except ValueError:
-                raise InputError(f"{path}:{i}: 'pixels' or 'emotion' is not numeric") from None
-            side = int(round(len(pix) ** 0.5))
-            if side * side != len(pix) or not 0 <= label < len(FER2013_CSV_LABELS):
-                raise InputError(f"{path}:{i}: expected a square image and a label 0..6")
-            img = pix.reshape(side, side)
-            if color == "rgb":
-                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            images.append(_resize(img, size))
-            labels.append(label)
-            rows.append(f"csv:{i}")
+    shape = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
+                raise InputError(f"{path} is not the FER2013 CSV: it needs 'emotion' and 'pixels' columns")
+            for row in reader:
+                where = f"{path}: line {reader.line_num}"
+                # Before the split filter: a short row's Usage is not known either.
+                _check_csv_fields(row, reader.fieldnames, where)
+                if usage and row.get("Usage") != usage:
+                    continue
+                img, label = _csv_row_image(row, where)
+                if size is None and shape is not None and img.shape != shape:
+                    # Kept at their own size (no resize): every row must match for one array.
+                    raise InputError(f"{where}: a {img.shape[1]}x{img.shape[0]} image "
+                                     f"among {shape[1]}x{shape[0]} ones")
+                shape = img.shape
+                if color == "rgb":
+                    img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+                images.append(_resize(img, size))
+                labels.append(label)
+                rows.append(f"csv:{reader.line_num}")
+    except UnicodeDecodeError:
+        # Decoding runs a buffer ahead of the parser, so no line number would be right.
+        raise InputError(f"{path} is not UTF-8 text: is this really the FER2013 CSV?") from None
+    except csv.Error as exc:
+        # line_num counts the lines parsed before the one that failed.
+        raise InputError(f"{path}: line {reader.line_num + 1}: not valid CSV ({exc})") from None
     if not images:
         which = f" with Usage={usage}" if usage else ""
         raise InputError(f"no rows{which} in {path}")
@@ -274,12 +328,14 @@ def load_labelled(
     *,
     usage: str | None = None,
     classes: Sequence[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **kwargs,
 ) -> LabelledImages:
     """A folder of class subfolders, a FER2013 CSV or an `.npz`, by what `source` is.
 
     `classes` (a model's labels) fixes the label order of folders and names the labels of an
-    `.npz` without its own 'classes'; CSV labels are always the FER2013 order.
+    `.npz` without its own 'classes'; CSV labels are always the FER2013 order. `max_pixels`
+    caps the images of a folder (CSV and .npz rows are arrays already).
     """
     source = Path(source)
     suffix = source.suffix.lower()
@@ -289,7 +345,7 @@ def load_labelled(
         return load_fer_csv(source, usage=usage, **kwargs)
     if suffix == ".npz":
         return load_npz(source, classes=classes, **kwargs)
-    return load_folder(source, classes=classes, **kwargs)
+    return load_folder(source, classes=classes, max_pixels=max_pixels, **kwargs)
 
 
 def remap_labels(data: LabelledImages, classes: Sequence[str]) -> LabelledImages:

@@ -38,6 +38,33 @@ def draw_faces(frame: np.ndarray, faces: list) -> np.ndarray:
     return frame
 
 
+#: Side of the grid a blurred face is reduced to: too coarse to recognise anyone, fine enough to
+#: show that a face is there.
+BLUR_GRID = 6
+#: Margin blurred around a face box, per side, as a fraction of its size (hair, ears, jaw).
+BLUR_MARGIN = 0.15
+
+
+def blur_faces(frame: np.ndarray, faces: list) -> np.ndarray:
+    """`frame` (changed in place) with each face box, plus a margin, blurred beyond recognition:
+    shrunk to a `BLUR_GRID` grid and stretched back smoothly (no blocks, whose edges a viewer
+    could read). For what is shown or recorded, never for what the model sees."""
+    fh, fw = frame.shape[:2]
+    for f in faces:
+        x, y, w, h = (int(v) for v in f.box)
+        mx, my = int(w * BLUR_MARGIN), int(h * BLUR_MARGIN)
+        x0, y0 = max(0, x - mx), max(0, y - my)
+        x1, y1 = min(fw, x + w + mx), min(fh, y + h + my)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        roi = frame[y0:y1, x0:x1]
+        small = cv2.resize(roi, (BLUR_GRID, BLUR_GRID), interpolation=cv2.INTER_AREA)
+        smooth = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        k = max(3, ((min(x1 - x0, y1 - y0) // BLUR_GRID) | 1))
+        frame[y0:y1, x0:x1] = cv2.GaussianBlur(smooth, (k, k), 0)
+    return frame
+
+
 def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
     """`frame` (drawn on in place) with `text` on a dark band at the top left (FPS, latency)."""
     fs = max(0.4, frame.shape[1] / 1400)
@@ -55,11 +82,15 @@ def overlay_text(result: FrameResult, stats: StatsSnapshot) -> str:
             f"  faces {len(result.faces)}")
 
 
-def annotate(result: FrameResult, stats: StatsSnapshot, out: np.ndarray | None = None) -> np.ndarray:
-    """A copy of the result's frame (into `out` when it fits) with boxes, labels and overlay."""
+def annotate(result: FrameResult, stats: StatsSnapshot, out: np.ndarray | None = None, *,
+             blur: bool = False) -> np.ndarray:
+    """A copy of the result's frame (into `out` when it fits) with boxes, labels and overlay;
+    with `blur`, the faces blurred first (`blur_faces`)."""
     frame = result.frame
     if out is None or out.shape != frame.shape:
         out = np.empty_like(frame)
     np.copyto(out, frame)
+    if blur:
+        blur_faces(out, result.faces)
     draw_faces(out, result.faces)
     return draw_overlay(out, overlay_text(result, stats))

@@ -52,3 +52,25 @@ class OutputError(EdgeFerError):
     (a full disk, a file-size limit, an I/O error)."""
 
     exit_code = 7
+
+
+class ServerError(EdgeFerError):
+    """The server `predict --server` sends images to cannot be reached, refused the token, or
+    answered something other than a result."""
+
+    exit_code = 8
+
+
+def interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, raised as one) that `exc` was raised while unwinding, if any.
+
+    Cleanup code that fails half-way (TensorFlow's tracing, for one) replaces the interrupt with
+    an error of its own; the interrupt is still its `__context__`, and it is what happened.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

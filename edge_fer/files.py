@@ -54,15 +54,17 @@ class LineLog:
     `backups` old files are kept. Not thread-safe: one writer.
     """
 
-    def __init__(self, path: str | os.PathLike, max_bytes: int = 0, backups: int = 0):
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 0, backups: int = 0, *,
+                 truncate: bool = False):
         self.path = Path(path)
         self.max_bytes = max_bytes
         """Rotate before a line would take the file past this size; 0: never."""
         self.backups = backups
-        self._fd = self._open()
+        self._fd = self._open(os.O_TRUNC if truncate else 0)
 
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    def _open(self, extra: int = 0) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | extra,
+                       0o666)
 
     def _rotate(self) -> None:
         os.close(self._fd)

@@ -4,10 +4,17 @@ It is stored inside the model file as a small zip archive appended after the fla
 same packing TFLite Support uses for associated files: interpreters ignore the trailing bytes),
 holding `edge_fer.json`. A `MODEL.json` sidecar beside the model, when present, is read instead
 for models that cannot be rewritten. Options given on the command line override either.
+
+The archive also holds `flatbuffer.sha256`, the checksum of the bytes before it: a model whose
+weights were damaged on the way (a bad SD card, a half-finished copy) still loads and answers,
+wrongly, so the runtime checks it at load. It is a member of its own rather than a key of
+`edge_fer.json` so that the metadata schema, which sidecars share, stays the same and older
+runtimes ignore it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,6 +28,8 @@ import numpy as np
 from edge_fer.errors import ModelError, UsageError
 
 METADATA_NAME = "edge_fer.json"
+#: Archive member holding the sha256 (hex) of the flatbuffer the archive is appended to.
+CHECKSUM_NAME = "flatbuffer.sha256"
 
 #: How pixel values p in 0..255 become model input x.
 NORMALIZATIONS = {
@@ -113,26 +122,66 @@ def _split_zip(blob: bytes) -> tuple[bytes, bytes | None]:
     return blob[:cut], blob[cut:]
 
 
-def read_embedded(model_bytes: bytes) -> dict[str, Any] | None:
-    """The metadata mapping embedded in a model file, or None."""
-    _, archive = _split_zip(model_bytes)
+@dataclass(frozen=True)
+class PackedModel:
+    """A model file taken apart: the flatbuffer and what the edge-fer archive after it holds."""
+
+    flatbuffer: bytes
+    """The TFLite model proper, the bytes an interpreter reads."""
+    metadata: dict[str, Any] | None
+    """The embedded `edge_fer.json` mapping, or None."""
+    sha256: str | None
+    """The flatbuffer checksum recorded when the model was written, or None (an older model)."""
+
+
+def unpack(model_bytes: bytes) -> PackedModel:
+    """Split a model file into its flatbuffer and the embedded metadata and checksum."""
+    base, archive = _split_zip(model_bytes)
     if archive is None:
-        return None
+        return PackedModel(base, None, None)
     try:
         with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-            if METADATA_NAME not in zf.namelist():
-                return None
-            return json.loads(zf.read(METADATA_NAME))
+            names = zf.namelist()
+            meta = json.loads(zf.read(METADATA_NAME)) if METADATA_NAME in names else None
+            digest = zf.read(CHECKSUM_NAME).decode("ascii").strip() if CHECKSUM_NAME in names else None
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"the model's embedded metadata is damaged ({exc}): re-convert the model") from None
+    return PackedModel(base, meta, digest)
+
+
+def read_embedded(model_bytes: bytes) -> dict[str, Any] | None:
+    """The metadata mapping embedded in a model file, or None."""
+    return unpack(model_bytes).metadata
+
+
+def flatbuffer_sha256(flatbuffer: bytes) -> str:
+    return hashlib.sha256(flatbuffer).hexdigest()
+
+
+def verify_checksum(model_path: str | os.PathLike, model_bytes: bytes) -> str | None:
+    """The flatbuffer's sha256 when the model carries a checksum and it matches; None when the
+    model carries none (it cannot be verified); ModelError when it differs."""
+    packed = unpack(model_bytes)
+    if packed.sha256 is None:
+        return None
+    actual = flatbuffer_sha256(packed.flatbuffer)
+    if actual != packed.sha256.lower():
+        raise ModelError(f"{model_path} is corrupted: its weights do not match the sha256 recorded "
+                         f"when it was written (recorded {packed.sha256[:12]}..., found "
+                         f"{actual[:12]}...): copy the model again or re-convert it")
+    return actual
 
 
 def embed(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
-    """Model bytes with `metadata` appended (replacing any earlier edge-fer archive)."""
+    """Model bytes with `metadata` and the flatbuffer's checksum appended (replacing any earlier
+    edge-fer archive; the flatbuffer itself is kept byte for byte)."""
     base, _ = _split_zip(model_bytes)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(METADATA_NAME, metadata.to_json())
+        # A fixed timestamp: the same model and metadata give the same file, byte for byte.
+        for name, text in ((METADATA_NAME, metadata.to_json()),
+                           (CHECKSUM_NAME, flatbuffer_sha256(base) + "\n")):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), text)
     return base + buf.getvalue()
 
 

@@ -52,6 +52,13 @@ class ImageResult:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "faces": [f.to_dict() for f in self.faces]}
 
+    def line(self) -> str:
+        """The line `predict` prints without --json. Scores are taken as `to_dict` rounds them,
+        so a result that came back as JSON (`predict --server`) prints the same line."""
+        desc = ", ".join(f"{f.label} {round(float(f.score), 4):.2f} at {tuple(f.box)}"
+                         for f in self.faces) or "no faces"
+        return f"{self.path}: {len(self.faces)} face(s): {desc}"
+
 
 class FacePredictor:
     """Detector plus classifier for whole frames; `detector=None` treats a frame as one face.

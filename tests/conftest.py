@@ -89,6 +89,16 @@ def has_tensorflow() -> bool:
     return True
 
 
+def tiny_classifier(mod, seed: int = 7):
+    """A small trained-looking classifier built with Keras module `mod` (keras or tf_keras):
+    conv, pooling, softmax over 7 classes; quick to convert."""
+    mod.utils.set_random_seed(seed)
+    inp = mod.Input((48, 48, 1), name="image")
+    x = mod.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = mod.layers.GlobalAveragePooling2D()(x)
+    return mod.Model(inp, mod.layers.Dense(7, activation="softmax")(x))
+
+
 needs_tf = pytest.mark.skipif(not has_tensorflow(), reason="TensorFlow not installed: pip install '.[convert]'")
 
 

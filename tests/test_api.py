@@ -241,7 +241,7 @@ def test_classify_rejects_bad_crops(analyzer):
         analyzer.classify(np.zeros((48, 48), np.uint8))
 
 
-def test_models_and_detectors_that_cannot_load(tmp_path, images_dir, mini_xception):
+def test_models_and_detectors_that_cannot_load(tmp_path, images_dir, mini_xception, monkeypatch):
     photo = images_dir / "12_angry_men.jpg"
     corrupt = tmp_path / "model.tflite"
     corrupt.write_bytes(b"TFL3" * 10)
@@ -254,18 +254,15 @@ def test_models_and_detectors_that_cannot_load(tmp_path, images_dir, mini_xcepti
         Analyzer(detector="yolo")
     empty = tmp_path / "no-weights"
     empty.mkdir()
-    os.environ["EDGE_FER_DETECTOR_DIR"], saved = str(empty), os.environ.get("EDGE_FER_DETECTOR_DIR")
-    try:
-        with pytest.raises(ModelError) as err:
-            Analyzer(detector="blazeface")
-    finally:
-        if saved is None:
-            del os.environ["EDGE_FER_DETECTOR_DIR"]
-        else:
-            os.environ["EDGE_FER_DETECTOR_DIR"] = saved
+    # No weights anywhere: not in $EDGE_FER_DETECTOR_DIR, nor in the user's data folder (a
+    # developer may have fetched them there).
+    no_weights = {"EDGE_FER_DETECTOR_DIR": str(empty), "XDG_DATA_HOME": str(empty)}
+    for key, value in no_weights.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ModelError) as err:
+        Analyzer(detector="blazeface")
     assert "edge-fer detectors fetch blazeface" in str(err.value)
-    assert str(err.value) == cli_error("predict", photo, "--detector", "blazeface",
-                                       env={"EDGE_FER_DETECTOR_DIR": str(empty)})
+    assert str(err.value) == cli_error("predict", photo, "--detector", "blazeface", env=no_weights)
 
 
 # -- stream ----------------------------------------------------------------------------------

@@ -74,6 +74,11 @@ def test_converted_model_carries_its_metadata(converted_mini, images_dir):
     assert clf.metadata.provenance["loaded_with"] == "keras3"
     import hashlib
     assert hashlib.sha256(out.read_bytes()).hexdigest() == report["sha256"]
+    # The flatbuffer checksum travels in the metadata and the runtime checked it on load.
+    from edge_fer.metadata import unpack
+
+    packed = unpack(out.read_bytes())
+    assert packed.sha256 == hashlib.sha256(packed.flatbuffer).hexdigest() == clf.verified_sha256
 
 
 def test_train_convert_evaluate_chain(tmp_path, fer_dir):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf
+from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf, tiny_classifier
 
 pytestmark = needs_tf
 
@@ -43,15 +43,6 @@ def faces_npz(tmp_path_factory, faces):
     return path
 
 
-def _tiny(mod, seed=7):
-    """A small trained-looking classifier: conv, pooling, softmax over 7 classes."""
-    mod.utils.set_random_seed(seed)
-    inp = mod.Input((48, 48, 1), name="image")
-    x = mod.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
-    x = mod.layers.GlobalAveragePooling2D()(x)
-    return mod.Model(inp, mod.layers.Dense(7, activation="softmax")(x))
-
-
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
     """The same kind of model in every format a notebook produces."""
@@ -59,7 +50,7 @@ def model_files(tmp_path_factory):
     import tf_keras
 
     d = tmp_path_factory.mktemp("formats")
-    k3, k2 = _tiny(keras), _tiny(tf_keras)
+    k3, k2 = tiny_classifier(keras), tiny_classifier(tf_keras)
     k3.save(d / "k3.keras")
     k3.save(d / "k3.h5")
     k3.export(str(d / "k3_export"), format="tf_saved_model", verbose=False)

@@ -441,3 +441,12 @@ def test_predict_json_carries_landmarks_only_from_detectors_that_have_them(detec
         assert faces
         for f in faces:
             assert len(f.get("landmarks", [])) == n_landmarks
+
+
+def test_the_pi_budget_estimates_each_detector_at_its_own_interval():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import pi_budget
+    finally:
+        sys.path.pop(0)
+    assert pi_budget.DETECT_EVERY == {n: s.cls.default_detect_every for n, s in DETECTORS.items()}

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from edge_fer.errors import InputError, SourceError, UsageError
+from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import Stage
 from edge_fer.pipeline.stats import PipelineStats
@@ -66,6 +67,9 @@ class CaptureOptions:
     comes up a little after a kiosk's service, and a stream drops for a few seconds."""
     open_timeout_s: float = 10.0
     """Streams: how long opening or reading may block."""
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    """Image folders: images of more pixels are skipped, checked from the header before
+    decoding (None: no limit)."""
 
 
 @dataclass
@@ -201,8 +205,9 @@ class VideoFileSource(_OpenCVSource):
 class ImageFolderSource(Source):
     """The images of a folder, in name order, as frames; unreadable files are skipped."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self._paths: list[Path] = []
         self._next = 0
         self.skipped = 0
@@ -227,7 +232,7 @@ class ImageFolderSource(Source):
             path = self._paths[self._next]
             self._next += 1
             try:
-                return read_image(path), None
+                return read_image(path, max_pixels=self.max_pixels), None
             except InputError as exc:
                 # One bad file in a folder of frames must not end the run.
                 self.skipped += 1
@@ -450,7 +455,7 @@ def open_source(options: CaptureOptions, camera=None) -> Source:
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", src):
         return StreamSource(src, o.open_timeout_s)
     if Path(src).is_dir():
-        return ImageFolderSource(src)
+        return ImageFolderSource(src, o.max_pixels)
     return VideoFileSource(src)
 
 

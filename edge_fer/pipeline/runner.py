@@ -170,6 +170,12 @@ class Pipeline:
         return self._stop_reason
 
     @property
+    def started_at(self) -> float | None:
+        """time.monotonic() when the run started (None before `start`): the origin of the
+        times in the per-frame results."""
+        return self._stats.started_at
+
+    @property
     def output_failures(self) -> list[str]:
         """Outputs that stopped during the run (a full disk): what was not written, in words."""
         return list(self._stages[-1].failures) if self._stages else []
