@@ -93,6 +93,16 @@ def _se(x, ratio=8):
     return L.Multiply()([x, s])
 
 
+def _stage_end(x, i: int, se: bool):
+    """The end of edgenet's i-th stage after the 48 px one: squeeze-excitation from the second
+    on, 2x2 pooling after the 24 and 12 px stages, spatial dropout after each."""
+    keras, L = _layers()
+    if se and i > 0:
+        x = _se(x)
+    x = L.MaxPooling2D()(x) if i < 2 else x
+    return L.SpatialDropout2D(0.1)(x)
+
+
 @register("edgenet", Spec(48, "gray", "symmetric",
                           "the project's edge model: 48x48 gray, VGG-style stages with SE, 0.3M params at width 16"))
 def build_edgenet(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.4,
@@ -108,10 +118,7 @@ def build_edgenet(num_classes: int = 7, width: int = 16, se: bool = True, dropou
     for i, mult in enumerate(mults):
         x = _conv_bn(x, width * mult)
         x = _conv_bn(x, width * mult)
-        if se and i > 0:
-            x = _se(x)
-        x = L.MaxPooling2D()(x) if i < 2 else x
-        x = L.SpatialDropout2D(0.1)(x)
+        x = _stage_end(x, i, se)
     return keras.Model(inp, _head(x, num_classes, dropout), name=name)
 
 
@@ -160,10 +167,7 @@ def build_edgenet_lite(num_classes: int = 7, width: int = 16, se: bool = True, d
     for i, (mult, blocks) in enumerate(stages):
         for _ in range(blocks):
             x = _sep_block(x, width * mult)
-        if se and i > 0:
-            x = _se(x)
-        x = L.MaxPooling2D()(x) if i < 2 else x
-        x = L.SpatialDropout2D(0.1)(x)
+        x = _stage_end(x, i, se)
     return keras.Model(inp, _head(x, num_classes, dropout), name=name)
 
 
