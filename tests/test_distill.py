@@ -66,6 +66,27 @@ def test_teacher_targets_are_cached_and_keyed_by_teacher_and_data(tmp_path, fer_
     assert not third.cached, "other faces must not reuse the cached probabilities"
 
 
+def test_a_keras_teacher_and_one_with_other_input_pixels(tmp_path, fer_dir):
+    """A .keras teacher runs through the host's Keras classifier; a teacher taking 64 px input
+    gets the same faces read at its size, in the student's order."""
+    from edge_fer.datasets import load_labelled
+    from edge_fer.metadata import ModelMetadata
+    from edge_fer_convert.architectures import get_architecture
+    from edge_fer_convert.distill import teacher_targets
+    from edge_fer_convert.train import save_keras_with_metadata
+
+    data = load_labelled(fer_dir / "train", size=(48, 48), color="gray", limit=30, seed=1)
+    arch = get_architecture("minixception")  # 64x64 gray
+    path = tmp_path / "teacher.keras"
+    save_keras_with_metadata(arch.build(len(data.classes)), path, ModelMetadata(
+        labels=data.classes, color="gray", normalization="symmetric", crop_margin=0.0,
+        input_size=[64, 64]))
+    got = teacher_targets(str(path), data, source=str(fer_dir / "train"), limit=30, seed=1,
+                          cache=tmp_path / "t.teacher.npz")
+    assert got.probs.shape == (30, len(data.classes)) and not got.cached
+    np.testing.assert_allclose(got.probs.sum(axis=1), 1.0, atol=1e-4)
+
+
 def test_a_missing_teacher_fails_in_one_line(tmp_path, fer_dir):
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
