@@ -10,7 +10,6 @@ DEFAULT_MODEL = MODELS_DIR / "default.tflite"
 #: Short names for `--model NAME` (and `model = "NAME"` in the config file): the shipped files.
 SHIPPED = {
     "default": DEFAULT_MODEL,
-    "lite": MODELS_DIR / "lite.tflite",
     "edgenet16": MODELS_DIR / "edgenet16.tflite",
 }
 
