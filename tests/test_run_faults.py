@@ -200,16 +200,21 @@ def test_a_full_disk_under_the_log_and_the_recording_loses_no_line_and_says_so(c
     r = run_cli("run", "--headless", "--source", clip.path, "--model", default_model,
                 "--record", video, "--log-json", log, "--log-interval", 0.1)
     _no_flood(r.stderr)
-    line = assert_one_line_error(r, "not everything asked for was written", "the JSON log", "recording",
-                                 code=7)
-    assert "No space left on device" in line
+    line = assert_one_line_error(r, "not everything asked for was written", "recording", code=7)
+    assert "No space left on device" in line or "the disk is full" in line
+    assert f"{clip.frames} frames processed" in r.stdout and "stopped: end of source" in r.stdout
+    assert "NOT WRITTEN: recording" in r.stdout
+    records = _whole_lines(log)
+    assert records and records[0]["type"] == "start"
+    # tmpfs hands out whole pages, so the log's last page may still hold its remaining lines
+    # after the recording filled the disk: then the log is complete and says nothing. Either
+    # way it holds whole lines only, and what it lost is said.
+    lost_log = "NOT WRITTEN: the JSON log" in r.stdout
+    assert lost_log == ("the JSON log" in line)
+    assert (records[-1]["type"] != "summary") == lost_log
     # One notice per output as it stopped, naming it; the run went on to the end of the file.
     notices = [x for x in r.stderr.splitlines() if "WARNING" in x and "the run goes on without it" in x]
-    assert len(notices) == 2, r.stderr[-3000:]
-    assert f"{clip.frames} frames processed" in r.stdout and "stopped: end of source" in r.stdout
-    assert "NOT WRITTEN: the JSON log" in r.stdout and "NOT WRITTEN: recording" in r.stdout
-    records = _whole_lines(log)
-    assert records and records[0]["type"] == "start" and records[-1]["type"] != "summary"
+    assert len(notices) == 1 + lost_log, r.stderr[-3000:]
 
 
 def test_the_log_on_a_file_size_limit_is_cut_back_to_whole_lines(clip, default_model, tmp_path):
