@@ -173,11 +173,20 @@ def build_edgenet_lite(num_classes: int = 7, width: int = 16, se: bool = True, d
 
 def count_macs(model) -> int:
     """Multiply-adds of one forward pass (batch 1), counted from the layers' shapes: convolutions
-    (standard, depthwise), dense layers and the elementwise multiply of squeeze-excitation."""
+    (standard, depthwise, separable), dense layers, the elementwise multiply of
+    squeeze-excitation, and the same inside a nested backbone."""
     keras, L = _layers()
     total = 0
     for layer in model.layers:
-        if isinstance(layer, L.DepthwiseConv2D):
+        if isinstance(layer, keras.Model):  # a backbone nested as one layer (vgg16, ...)
+            total += count_macs(layer)
+        elif isinstance(layer, L.SeparableConv2D):
+            _, h, w, cout = layer.output.shape
+            cin = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            mult = layer.depth_multiplier
+            total += h * w * (kh * kw * cin * mult + cin * mult * cout)
+        elif isinstance(layer, L.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
             kh, kw = layer.kernel_size
             total += h * w * kh * kw * c * layer.depth_multiplier

@@ -165,6 +165,10 @@ def test_edgenet_lite_is_built_for_the_pi4_budget():
     assert count_macs(large) == 72_045_312
     assert count_macs(get_architecture("edgenet").build(7)) == 29_547_904
     assert count_macs(lite) < count_macs(large) / 5
+    # Separable convolutions (depthwise + pointwise) and nested backbones count too.
+    mini = get_architecture("minixception").build(7)
+    assert 5_000_000 < count_macs(mini) < 20_000_000
+    assert count_macs(get_architecture("vgg16").build(7)) > 1_000_000_000
     assert lite.count_params() < 300_000
     kinds = {type(layer).__name__ for layer in lite.layers}
     assert "DepthwiseConv2D" in kinds and "SeparableConv2D" not in kinds
