@@ -367,12 +367,12 @@ def print_table(rows: list[Row], est: list[dict], assume: dict, cmd: str) -> Non
         f"{c}: {a['board']}, IPC {a['ipc']}, {a['ghz']} GHz" for c, a in assume.items()))
     print("\n`edge-fer run --camera pi` at 30 fps, estimated (1 face: batch 1, one interpreter thread; "
           f"3 faces: batch 3, {RUN_THREADS} threads, busiest thread)\n")
-    head = (f"{'board':15} {'model':18} {'detector':9} {'faces':>5} {'classify ms':>11} "
+    head = (f"{'board':15} {'model':18} {'detector':14} {'faces':>5} {'classify ms':>11} "
             f"{'pipeline ms':>11} {'detect ms':>9} {'max fps':>7} {'re-detect ms':>12} {'CPU ms/frame':>12}")
     print(head)
     print("-" * len(head))
     for e in est:
-        print(f"{e['board']:15} {e['model']:18} {e['detector']:9} {e['faces']:5d} {e['classify_ms']:11.2f} "
+        print(f"{e['board']:15} {e['model']:18} {e['detector']:14} {e['faces']:5d} {e['classify_ms']:11.2f} "
               f"{e['pipeline_ms']:11.2f} {e['detect_ms']:9.1f} {e['fps']:7.1f} {e['redetect_ms']:12.1f} "
               f"{e['cpu_per_frame_ms']:12.2f}")
 
