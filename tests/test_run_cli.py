@@ -34,7 +34,11 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
     assert "40 frames processed of 40 captured" in r.stdout and "stopped: max frames" in r.stdout
     records = read_records(log)
     kinds = [x["type"] for x in records]
-    assert kinds[0] == "start" and kinds[-1] == "summary" and "stats" in kinds
+    assert kinds[0] == "start" and kinds[-1] == "summary"
+    # A stats record every --log-interval: none is due when the whole run took less than that
+    # (an idle machine processes these 40 frames in about that time).
+    span = records[-1]["time"] - records[0]["time"]
+    assert kinds.count("stats") >= int(span / 0.2) - 1, (span, kinds)
     assert records[0]["source"] == f"video {clip.path}" and records[0]["capture"]["max_frames"] == 40
     appear = [x for x in records if x["type"] == "event" and x["event"] == "appear"]
     assert len(appear) == 3 and all(len(x["box"]) == 4 for x in appear)
