@@ -30,11 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from clips import make_clip  # noqa: E402
+from clips import make_clip, match_boxes  # noqa: E402
 from edge_fer.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.detector import DETECTORS, DetectorOptions, create_detector  # noqa: E402
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source  # noqa: E402
-from edge_fer.pipeline.tracking import iou_matrix  # noqa: E402
 from edge_fer.sinks import Sink  # noqa: E402
 from edge_fer_models import DEFAULT_MODEL  # noqa: E402
 
@@ -78,14 +77,10 @@ def measure(name: str, every: int, clip, clf) -> dict:
     ious, missed, false = [], 0, 0
     for i, boxes in enumerate(keep.results[5:], start=5):
         truth = [b for b in clip.boxes[i] if b is not None]
-        m = iou_matrix(truth, boxes)
-        if m.size:
-            ious += list(m.max(axis=1))
-            missed += int((m.max(axis=1) < 0.3).sum())
-            false += int((m.max(axis=0) < 0.3).sum())
-        else:
-            missed += len(truth)
-            false += len(boxes)
+        best, unmatched = match_boxes(truth, boxes)
+        ious += best
+        missed += len(truth) - sum(v >= 0.3 for v in best)
+        false += unmatched
     return {"detector": name, "detect_every": every, "mean_iou": round(float(np.mean(ious)), 4),
             "missed": missed, "false": false, "detections": det.calls,
             "detect_cpu_ms_per_frame": round(det.cpu * 1000 / max(1, len(keep.results)), 2)}

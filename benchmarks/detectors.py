@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from clips import make_clip  # noqa: E402
+from clips import make_clip, match_boxes  # noqa: E402
 from crop_margin import iou, place_in_frame  # noqa: E402
 from edge_fer.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.datasets import load_folder, remap_labels  # noqa: E402
@@ -45,7 +45,6 @@ from edge_fer.detector import (DETECTORS, DetectorOptions, create_detector, crop
                                crop_face)
 from edge_fer.evaluate import score  # noqa: E402
 from edge_fer.images import read_image  # noqa: E402
-from edge_fer.pipeline.tracking import iou_matrix  # noqa: E402
 from edge_fer_models import DEFAULT_MODEL  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
@@ -73,12 +72,9 @@ def on_clip(det, clip, frames, every: int = 3) -> dict:
         boxes = [f.box for f in det.detect(frames[i])]
         times.append(time.thread_time() - t0)
         total += len(truth)
-        m = iou_matrix(truth, boxes)
-        if m.size:
-            found += int((m.max(axis=1) >= 0.3).sum())
-            false += int((m.max(axis=0) < 0.3).sum())
-        else:
-            false += len(boxes)
+        best, unmatched = match_boxes(truth, boxes)
+        found += sum(v >= 0.3 for v in best)
+        false += unmatched
     return {"ms_per_frame": round(float(np.median(times)) * 1000, 2), "clip_faces": total,
             "clip_found": found, "clip_false": false}
 

@@ -18,6 +18,17 @@ import numpy as np
 TEST_IMAGE_FACES = [(770, 840, 588, 588), (572, 418, 116, 116), (1186, 398, 108, 108)]
 
 
+def match_boxes(truth: list, boxes: list, min_iou: float = 0.3) -> tuple[list[float], int]:
+    """Each true face's best IoU with `boxes` (empty when either side is), and how many boxes
+    overlap no true face by `min_iou`: what a clip's detections and tracks are scored by."""
+    from edge_fer.pipeline.tracking import iou_matrix
+
+    m = iou_matrix(truth, boxes)
+    if not m.size:
+        return [], len(boxes)
+    return [float(v) for v in m.max(axis=1)], int((m.max(axis=0) < min_iou).sum())
+
+
 @dataclass
 class Clip:
     path: Path
