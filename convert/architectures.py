@@ -171,6 +171,36 @@ def build_edgenet_lite(num_classes: int = 7, width: int = 16, se: bool = True, d
     return keras.Model(inp, _head(x, num_classes, dropout), name=name)
 
 
+@register("edgenet-s", Spec(48, "gray", "symmetric",
+                            "edgenet's plain 3x3 stages with one conv at 48 px and narrower 12 and "
+                            "6 px stages, for a Pi 4 with several faces: 0.12M params, 16M multiply-adds"))
+def build_edgenet_s(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.3,
+                    mults: tuple[int, ...] = (2, 3, 4), name: str = "edgenet_s", **_):
+    """edgenet with its second 48 px convolution removed (5.3M multiply-adds, a fifth of
+    edgenet's, for 16 channels of 3x3 edges seen twice) and its 12 and 6 px stages at 3x and 4x
+    `width`, so that a face costs at most a third of edgenet-l's Cortex-A72 instructions with
+    the crop included, as `benchmarks/pi_budget.py` counts it (22.0M for edgenet-l; the crop and
+    the Python around `invoke()` are about 1.1M of that), and not only for the bare `invoke()`
+    (20.5-20.9M). Counted before training (untrained INT8, `benchmarks/icount.sh`, bare
+    invoke; A72): mults (2, 3, 4) 5.73M, (2, 4, 4) 6.85M (too close to a third), width 14 with
+    (2, 4, 4) 5.94M (narrow channels cost more per multiply-add); edgenet-l 20.54M.
+
+    Why plain convolutions and not the depthwise-separable blocks of edgenet-lite: on the A72
+    XNNPACK runs these 3x3 convolutions at 0.29-0.37 instructions per multiply-add (wider
+    layers cheaper), edgenet-lite came to 0.46 (12.1M multiply-adds, 5.53M instructions), and
+    it scored 61 % after 26 distilled epochs, fitting its training set worse than PublicTest:
+    at a fixed instruction budget, plain 3x3 stages carry more multiply-adds."""
+    keras, L = _layers()
+    inp = keras.Input((48, 48, 1), name="image")
+    x = _conv_bn(inp, width)
+    x = L.MaxPooling2D()(x)
+    for i, mult in enumerate(mults):
+        x = _conv_bn(x, width * mult)
+        x = _conv_bn(x, width * mult)
+        x = _stage_end(x, i, se)
+    return keras.Model(inp, _head(x, num_classes, dropout), name=name)
+
+
 def count_macs(model) -> int:
     """Multiply-adds of one forward pass (batch 1), counted from the layers' shapes: convolutions
     (standard, depthwise, separable), dense layers, the elementwise multiply of

@@ -65,6 +65,28 @@ def test_teacher_targets_are_cached_and_keyed_by_teacher_and_data(tmp_path, fer_
     assert not third.cached, "other faces must not reuse the cached probabilities"
 
 
+def test_the_teacher_target_is_the_mean_of_face_and_mirror(tmp_path, fer_dir, default_model):
+    """The student is trained on mirrored faces too: a face and its mirror get one target, and
+    it is the mean that `evaluate --tta` scores, not the face alone."""
+    from dataclasses import replace
+
+    from edge_fer.classifier import EmotionClassifier
+    from edge_fer.datasets import load_labelled
+    from edge_fer_convert.distill import teacher_targets
+
+    data = load_labelled(fer_dir / "train", size=(48, 48), color="gray", limit=40, seed=3)
+    mirrored = replace(data, images=np.ascontiguousarray(data.images[:, :, ::-1]))
+    src = str(fer_dir / "train")
+    a = teacher_targets(str(default_model), data, source=src, limit=40, seed=3, cache=tmp_path / "a.npz")
+    b = teacher_targets(str(default_model), mirrored, source=src, limit=40, seed=3, cache=tmp_path / "b.npz")
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
+    clf = EmotionClassifier(default_model)
+    alone = clf.predict_proba(list(data.images))
+    assert np.abs(alone - a.probs).max() > 0.01, "the face alone is not the mirror mean"
+    both = (alone + clf.predict_proba(list(mirrored.images))) / 2
+    np.testing.assert_allclose(a.probs, both / both.sum(axis=1, keepdims=True), atol=1e-6)
+
+
 def test_a_keras_teacher_and_one_with_other_input_pixels(tmp_path, fer_dir):
     """A .keras teacher runs through the host's Keras classifier; a teacher taking 64 px input
     gets the same faces read at its size, in the student's order."""
@@ -171,6 +193,21 @@ def test_edgenet_lite_is_built_for_the_pi4_budget():
     assert lite.count_params() < 300_000
     kinds = {type(layer).__name__ for layer in lite.layers}
     assert "DepthwiseConv2D" in kinds and "SeparableConv2D" not in kinds
+
+
+def test_edgenet_s_is_built_for_the_pi4_budget():
+    """The shipped lite model's architecture, as its card counts it: plain 3x3 convolutions (0.37
+    A72 instructions per multiply-add at these widths, models/lite.md) at 22 % of edgenet-l's
+    multiply-adds, so that even with the face crop's fixed cost it stays within a third of
+    edgenet-l's instructions."""
+    from edge_fer_convert.architectures import count_macs, get_architecture
+
+    s = get_architecture("edgenet-s").build(7)
+    assert count_macs(s) == 15_604_928
+    assert s.count_params() == 116_631
+    kinds = {type(layer).__name__ for layer in s.layers}
+    assert "DepthwiseConv2D" not in kinds and "SeparableConv2D" not in kinds
+    assert s.input_shape == (None, 48, 48, 1) and s.output_shape == (None, 7)
 
 
 def test_converter_and_qat_do_not_import_each_other_inside_functions():
