@@ -340,7 +340,7 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
                 "teacher_train_agreement": round(teacher.train_accuracy, 4),
                 "alpha": opts.distill_alpha,
                 "temperature": opts.distill_temperature,
-                "soft_targets": "teacher probabilities of the unaugmented training images",
+                "soft_targets": "teacher probabilities of the unaugmented training images, mean of each face and its mirror",
             },
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
