@@ -69,6 +69,17 @@ def test_every_architecture_builds_with_its_declared_input():
             np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_train_help_names_every_architecture():
+    """`edge-fer train --help` lists the architectures as text (the runtime's CLI does not import
+    the host toolchain to build its help), so the list is checked against the registry here."""
+    from edge_fer.cli import train
+    from edge_fer_convert.architectures import ARCHITECTURES
+
+    listed = train.__doc__.split("Architectures:", 1)[1].replace("(default)", "")
+    names = {n.strip(" .\n") for n in listed.split(",")}
+    assert names == set(ARCHITECTURES)
+
+
 @needs_tf
 def test_edgenet_fits_the_size_budget():
     from edge_fer_convert.architectures import get_architecture
