@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.datasets import LabelledImages, load_labelled
-from edge_fer.errors import InputError, UsageError
+from edge_fer.errors import InputError, ModelError, UsageError
 from edge_fer.metadata import ModelMetadata
 from edge_fer_convert.architectures import count_macs, get_architecture
 from edge_fer_convert.distill import check_teacher, distillation_loss, label_accuracy, teacher_targets, tempered
@@ -78,6 +78,9 @@ class TrainOptions:
     (1 - alpha) * cross-entropy with the (smoothed) label."""
     distill_temperature: float = 3.0
     """Temperature T that softens both distributions in the distillation term."""
+    init: str | None = None
+    """A trained `.keras` model of the same architecture to start from (fine-tuning, e.g. a
+    second, shorter cosine cycle at a lower `lr`); None starts from random weights."""
     extra: dict = field(default_factory=dict)
 
 
@@ -220,6 +223,23 @@ def _lr_schedule(keras, opts: TrainOptions, steps_per_epoch: int):
     )
 
 
+def _start_from(keras, model, arch: str, path: Path) -> None:
+    """Copy the weights of the trained model at `path` into `model` (`arch`, same options)."""
+    if not path.is_file():
+        raise InputError(f"--init model not found: {path}")
+    try:
+        trained = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a file that is not its model
+        raise ModelError(f"--init {path} cannot be loaded as a Keras model: {exc}") from None
+    ours = [tuple(w.shape) for w in model.weights]
+    theirs = [tuple(w.shape) for w in trained.weights]
+    if ours != theirs:
+        raise UsageError(f"--init {path} does not fit --arch {arch} with these options: its weights "
+                         f"have other shapes ({len(theirs)} tensors against {len(ours)})")
+    model.set_weights(trained.get_weights())
+    log.info("starting from the weights of %s", path)
+
+
 def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None = None,
           verbose: int | None = None) -> TrainResult:
     """Train `opts.arch` and write the best validation model to `output` (`.keras`)."""
@@ -238,6 +258,8 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
             raise UsageError(f"--distill-alpha must be between 0 and 1 (got {opts.distill_alpha})")
         if opts.distill_temperature <= 0:
             raise UsageError(f"--distill-temperature must be positive (got {opts.distill_temperature})")
+    if opts.init and not Path(opts.init).is_file():
+        raise InputError(f"--init model not found: {opts.init}")
     output.parent.mkdir(parents=True, exist_ok=True)
 
     size = (spec.size, spec.size)
@@ -255,6 +277,8 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     if opts.width:
         build_kwargs["width"] = opts.width
     model = arch.build(n_classes, **build_kwargs)
+    if opts.init:
+        _start_from(keras, model, arch.name, Path(opts.init))
     steps = math.ceil(len(train_data) / opts.batch_size)
     teacher = soft = val_soft = None
     if opts.teacher:

@@ -691,6 +691,8 @@ def _is_dir(path: str) -> bool:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Backbone weights for vgg16/efficientnetv2.")
 @click.option("--seed", default=1234, show_default=True, type=int)
 @click.option("--limit", type=click.IntRange(1), help="Train on a stratified sample of N images.")
+@click.option("--init", type=click.Path(dir_okay=False),
+              help="Start from this trained .keras model of the same architecture (fine-tuning).")
 @click.option("--teacher", type=click.Path(dir_okay=False),
               help="Distil from this trained model (.tflite or .keras): the student also learns "
                    "its probabilities on the training images.")
