@@ -11,6 +11,7 @@ DEFAULT_MODEL = MODELS_DIR / "default.tflite"
 SHIPPED = {
     "default": DEFAULT_MODEL,
     "edgenet16": MODELS_DIR / "edgenet16.tflite",
+    "lite": MODELS_DIR / "lite.tflite",
 }
 
 

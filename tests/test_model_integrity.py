@@ -17,6 +17,7 @@ from conftest import assert_one_line_error
 from edge_fer.classifier import EmotionClassifier
 from edge_fer.errors import ModelError
 from edge_fer.metadata import METADATA_NAME, ModelMetadata, embed, unpack
+from edge_fer_models import SHIPPED
 
 
 def run_cli(*args):
@@ -24,8 +25,8 @@ def run_cli(*args):
                           text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def test_shipped_models_carry_their_flatbuffer_checksum(default_model):
-    for path in (default_model, default_model.with_name("edgenet16.tflite")):
+def test_shipped_models_carry_their_flatbuffer_checksum():
+    for path in SHIPPED.values():
         packed = unpack(path.read_bytes())
         assert packed.sha256 == hashlib.sha256(packed.flatbuffer).hexdigest(), path
         assert EmotionClassifier(path).verified_sha256 == packed.sha256
