@@ -17,7 +17,7 @@
 #      checkout (runtime only, no TensorFlow) from those wheels, as a user on a Pi would;
 #   3. under qemu-user with -cpu cortex-a72 and a Raspberry Pi 4 /proc/cpuinfo and
 #      /sys/devices/system/cpu bind-mounted in a private mount namespace: `edge-fer info`;
-#      `predict --json` on the shared photos; `evaluate --limit N` on PrivateTest; `run` over a
+#      `predict --json` on the shared photos; `evaluate --limit N` on PrivateTest per shipped model; `run` over a
 #      generated clip read offline, per detector; `run --camera pi` through a fake picamera2, per
 #      detector; the runtime's pytest files listed in ARM64_TESTS below. predict, evaluate and the
 #      offline run are compared with the same commands on x86 (same pinned versions):
@@ -41,6 +41,7 @@ else DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edge-fer-arm64; fi
 CACHE=${EDGE_FER_ARM64_CACHE:-$DEFAULT_CACHE}
 SUITES=${EDGE_FER_ARM64_SUITES:-bookworm trixie}
 EVAL_LIMIT=${EDGE_FER_ARM64_EVAL_LIMIT:-300}
+MODELS=${EDGE_FER_ARM64_MODELS:-"default lite edgenet16"}  # shipped models' short names (edge_fer_models.SHIPPED)
 # "none" runs without the fake CPU view, to show the known crash.
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}
 PINS=$REPO/ci/arm64-pins.txt
@@ -280,12 +281,15 @@ lane() { # SUITE
     { tail -5 "$out/predict-a72.err"; fail "$suite: predict on aarch64"; }
   check "$suite predict ($n_img photos)" python3 "$REPO/ci/arm64_compare.py" predict "$out/predict-x86.jsonl" "$out/predict-a72.jsonl"
 
-  log "$suite: evaluate --limit $EVAL_LIMIT on PrivateTest, aarch64 vs x86"
   local data=$SHARED/datasets/fer2013/privatetest
-  "$X86/edge-fer" evaluate --data "$data" --limit "$EVAL_LIMIT" --json >"$out/eval-x86.json" 2>"$out/eval-x86.err" || fail "$suite: evaluate on x86"
-  guest -m edge_fer evaluate --data "$data" --limit "$EVAL_LIMIT" --json >"$out/eval-a72.json" 2>"$out/eval-a72.err" ||
-    { tail -5 "$out/eval-a72.err"; fail "$suite: evaluate on aarch64"; }
-  check "$suite evaluate" python3 "$REPO/ci/arm64_compare.py" evaluate "$out/eval-x86.json" "$out/eval-a72.json"
+  for m in $MODELS; do
+    log "$suite: evaluate --model $m --limit $EVAL_LIMIT on PrivateTest, aarch64 vs x86"
+    "$X86/edge-fer" evaluate --model "$m" --data "$data" --limit "$EVAL_LIMIT" --json >"$out/eval-$m-x86.json" 2>"$out/eval-$m-x86.err" ||
+      fail "$suite: evaluate --model $m on x86"
+    guest -m edge_fer evaluate --model "$m" --data "$data" --limit "$EVAL_LIMIT" --json >"$out/eval-$m-a72.json" 2>"$out/eval-$m-a72.err" ||
+      { tail -5 "$out/eval-$m-a72.err"; fail "$suite: evaluate --model $m on aarch64"; }
+    check "$suite evaluate --model $m" python3 "$REPO/ci/arm64_compare.py" evaluate "$out/eval-$m-x86.json" "$out/eval-$m-a72.json"
+  done
 
   for det in $DETECTORS; do
     # shellcheck disable=SC2046
