@@ -106,14 +106,15 @@ def _stage_end(x, i: int, se: bool):
 @register("edgenet", Spec(48, "gray", "symmetric",
                           "the project's edge model: 48x48 gray, VGG-style stages with SE, 0.3M params at width 16"))
 def build_edgenet(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.4,
-                  mults: tuple[int, ...] = (2, 4, 8), name: str = "edgenet", **_):
-    """VGG-style stages (two 3x3 convs each) at 48, 24, 12 and 6 px, squeeze-excitation on the
-    deeper stages, global pooling: the accuracy of VGG-type FER nets at a fraction of the size,
-    built only from ops that quantize cleanly to INT8."""
+                  mults: tuple[int, ...] = (2, 4, 8), stem: int = 2, name: str = "edgenet", **_):
+    """VGG-style stages (two 3x3 convs each; `stem` of them at 48 px) at 48, 24, 12 and 6 px,
+    squeeze-excitation on the deeper stages, global pooling: the accuracy of VGG-type FER nets
+    at a fraction of the size, built only from ops that quantize cleanly to INT8."""
     keras, L = _layers()
     inp = keras.Input((48, 48, 1), name="image")
-    x = _conv_bn(inp, width)
-    x = _conv_bn(x, width)
+    x = inp
+    for _ in range(stem):
+        x = _conv_bn(x, width)
     x = L.MaxPooling2D()(x)
     for i, mult in enumerate(mults):
         x = _conv_bn(x, width * mult)
@@ -175,7 +176,7 @@ def build_edgenet_lite(num_classes: int = 7, width: int = 16, se: bool = True, d
                             "edgenet's plain 3x3 stages with one conv at 48 px and narrower 12 and "
                             "6 px stages, for a Pi 4 with several faces: 0.12M params, 16M multiply-adds"))
 def build_edgenet_s(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.3,
-                    mults: tuple[int, ...] = (2, 3, 4), name: str = "edgenet_s", **_):
+                    mults: tuple[int, ...] = (2, 3, 4), **_):
     """edgenet with its second 48 px convolution removed (5.3M multiply-adds, a fifth of
     edgenet's, for 16 channels of 3x3 edges seen twice) and its 12 and 6 px stages at 3x and 4x
     `width`, so that a face costs at most a third of edgenet-l's Cortex-A72 instructions with
@@ -190,15 +191,8 @@ def build_edgenet_s(num_classes: int = 7, width: int = 16, se: bool = True, drop
     layers cheaper), edgenet-lite came to 0.46 (12.1M multiply-adds, 5.53M instructions), and
     it scored 61 % after 26 distilled epochs, fitting its training set worse than PublicTest:
     at a fixed instruction budget, plain 3x3 stages carry more multiply-adds."""
-    keras, L = _layers()
-    inp = keras.Input((48, 48, 1), name="image")
-    x = _conv_bn(inp, width)
-    x = L.MaxPooling2D()(x)
-    for i, mult in enumerate(mults):
-        x = _conv_bn(x, width * mult)
-        x = _conv_bn(x, width * mult)
-        x = _stage_end(x, i, se)
-    return keras.Model(inp, _head(x, num_classes, dropout), name=name)
+    return build_edgenet(num_classes, width, se=se, dropout=dropout, mults=mults, stem=1,
+                         name="edgenet_s")
 
 
 def count_macs(model) -> int:
