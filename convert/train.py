@@ -224,9 +224,8 @@ def _lr_schedule(keras, opts: TrainOptions, steps_per_epoch: int):
 
 
 def _start_from(keras, model, arch: str, path: Path) -> None:
-    """Copy the weights of the trained model at `path` into `model` (`arch`, same options)."""
-    if not path.is_file():
-        raise InputError(f"--init model not found: {path}")
+    """Copy the weights of the trained model at `path` (checked to exist before the data was
+    loaded) into `model` (`arch`, same options)."""
     try:
         trained = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a file that is not its model
