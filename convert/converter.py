@@ -40,6 +40,7 @@ from edge_fer.quiet import native_output_filtered
 from edge_fer_convert.keras_env import tensorflow_module
 from edge_fer_convert.loader import (KerasClassifier, image_input_shape, keras_sidecar,
                                      load_keras_model, model_metadata)
+from edge_fer_convert.logit_adjust import adjust as adjust_logits
 from edge_fer_convert.qat import QatOptions, run_qat
 from edge_fer_convert.tflite_export import VARIANTS, convert_bytes
 
@@ -97,6 +98,9 @@ class ConvertOptions:
     """Fine-tune on a stratified sample of this many images."""
     seed: int = 0
     """Seed for sampling and fine-tuning."""
+    logit_adjust: float | None = None
+    """Post-hoc logit adjustment strength tau: subtract tau x log(training class share) from the
+    logits before converting (rarer classes predicted more often); None or 0 leaves them."""
 
 
 @dataclass
@@ -171,14 +175,20 @@ class ConvertReport:
     preprocessing: dict = field(default_factory=dict)
     """Colour, size and normalization used for calibration and scoring (and written to the model)."""
     plot: str | None = None
+    logit_adjustment: dict | None = None
+    """tau, class prior and layer of `--logit-adjust`; both columns include it."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def table(self) -> str:
         f, q = self.float_model, self.converted
-        rows = [f"source: {self.source} (loaded with {self.loaded_with})",
-                f"{'':<18}{'float (Keras)':>16}{self.quantization + ' (TFLite)':>18}"]
+        rows = [f"source: {self.source} (loaded with {self.loaded_with})"]
+        if self.logit_adjustment:
+            la = self.logit_adjustment
+            rows.append(f"logit adjustment: tau {la['tau']:g} on {la['layer']}'s bias, prior from "
+                        f"{la['prior_from']} (in both columns)")
+        rows.append(f"{'':<18}{'float (Keras)':>16}{self.quantization + ' (TFLite)':>18}")
         if f.scores and q.scores:
             rows.append(f"{'accuracy %':<18}{f.scores['accuracy'] * 100:>16.2f}{q.scores['accuracy'] * 100:>18.2f}")
             rows.append(f"{'macro recall':<18}{f.scores['macro_recall']:>16.4f}{q.scores['macro_recall']:>18.4f}")
@@ -426,6 +436,10 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
         want = opts.samples * (MORE_SAMPLES if search else 1)
         pool = _load_data(opts.calibration, size, meta.color, want, opts.usage, opts.seed,
                           classes=meta.labels)
+    adjusted = None
+    if opts.logit_adjust:
+        adjusted = adjust_logits(loaded.model, meta.labels, opts.logit_adjust, meta.provenance,
+                                 pool.labels if pool is not None and pool.classes else None)
     val = None
     float_scores = None
     if opts.validation:
@@ -461,7 +475,8 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
             for variant in ("per-tensor", "per-tensor-dense"):
                 runs.ptq(chosen.images, float_clf.to_input, len(chosen), variant)
         if search and runs.best() is None and opts.qat_epochs > 0:
-            qat_info = _qat_attempt(runs, src, opts, meta, size, pool, probe)
+            shift = adjusted.shift(meta.labels).tolist() if adjusted is not None else None
+            qat_info = _qat_attempt(runs, src, opts, meta, size, pool, probe, shift)
         winner = runs.best()
         if winner is None:
             where = f"{len(val)} validation faces, float accuracy {float_scores.accuracy * 100:.2f} %"
@@ -478,6 +493,8 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
         "calibration_data": str(opts.calibration) if opts.calibration else None,
         "calibration_usage": opts.usage, "preprocessing": prep, "max_drop": opts.max_drop,
         "attempts": [a.summary() for a in runs.done], "tensorflow": tf.__version__})
+    if adjusted is not None:
+        provenance["logit_adjustment"] = adjusted.to_dict()
     if qat_info and chosen_attempt.method == "qat":
         provenance["qat"] = {k: qat_info[k] for k in ("epochs", "samples", "data", "plan")}
     final_meta = ModelMetadata(labels=meta.labels, color=meta.color, normalization=meta.normalization,
@@ -509,7 +526,8 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
             sha256=hashlib.sha256(content).hexdigest(), seconds=0.0, labels=meta.labels,
             method=chosen_attempt.name, max_drop=opts.max_drop,
             attempts=[{**asdict(a), "name": a.name, "summary": a.summary()} for a in runs.done],
-            qat=qat_info, preprocessing=prep)
+            qat=qat_info, preprocessing=prep,
+            logit_adjustment=adjusted.to_dict() if adjusted is not None else None)
         plot = Path(opts.plot) if opts.plot else (Path(opts.report).with_suffix(".png") if opts.report else None)
         if plot is not None and val is not None:
             from edge_fer_convert.plots import confusion_png
@@ -535,7 +553,7 @@ def _size_of(path: Path) -> int:
 
 
 def _qat_attempt(runs: _Attempts, src: Path, opts: ConvertOptions, meta: ModelMetadata, size,
-                 pool: LabelledImages, probe: np.ndarray) -> dict:
+                 pool: LabelledImages, probe: np.ndarray, logit_shift: list[float] | None) -> dict:
     """Fine-tune with QAT in a child process and score the result; returns what the report shows."""
     source = opts.qat_data or opts.calibration
     usage = opts.usage
@@ -553,7 +571,7 @@ def _qat_attempt(runs: _Attempts, src: Path, opts: ConvertOptions, meta: ModelMe
 
     def make():
         outcome = run_qat(str(src), opts.arch, meta_for_child, data.images, data.labels,
-                          calib.images, probe, qopts, variant)
+                          calib.images, probe, qopts, variant, logit_shift=logit_shift)
         info.update({"plan": outcome.plan.to_dict(), "seconds": outcome.seconds,
                      "history": outcome.history, "samples": outcome.samples})
         return outcome.content, outcome.reference

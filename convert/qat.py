@@ -42,6 +42,7 @@ from edge_fer.errors import EdgeFerError, ModelError
 from edge_fer.metadata import ModelMetadata
 from edge_fer_convert.keras_env import INSTALL_HINT, tf_keras_module
 from edge_fer_convert.loader import KerasClassifier, LoadedModel, load_keras_model
+from edge_fer_convert.logit_adjust import shift_logits
 from edge_fer_convert.tflite_export import convert_bytes
 
 log = logging.getLogger(__name__)
@@ -358,12 +359,15 @@ class QatOutcome:
 
 def run_qat(model_path: str, arch: str | None, metadata, train_images: np.ndarray,
             train_labels: np.ndarray, calib_images: np.ndarray, probe_images: np.ndarray,
-            options: QatOptions, variant: str = "per-channel") -> QatOutcome:
-    """Fine-tune `model_path` with QAT and convert it to full INT8, in a child process."""
+            options: QatOptions, variant: str = "per-channel",
+            logit_shift: list[float] | None = None) -> QatOutcome:
+    """Fine-tune `model_path` with QAT and convert it to full INT8, in a child process;
+    `logit_shift` is added to its logits first (`edge-fer convert --logit-adjust`)."""
     with tempfile.TemporaryDirectory(prefix="edge-fer-qat-") as tmp:
         work = Path(tmp)
         job = {"model": str(model_path), "arch": arch, "metadata": json.loads(metadata.to_json()),
-               "options": options.__dict__, "variant": variant}
+               "options": options.__dict__, "variant": variant,
+               "logit_shift": logit_shift}
         (work / "job.json").write_text(json.dumps(job))
         np.savez(work / "data.npz", train_images=train_images, train_labels=train_labels,
                  calib_images=calib_images, probe_images=probe_images)
@@ -395,6 +399,9 @@ def _child(work: Path) -> None:
     meta = ModelMetadata.from_mapping(job["metadata"])
     loaded = load_keras_model(job["model"], job["arch"])
     model = tf_keras_model(loaded)
+    if job.get("logit_shift"):
+        # On the tf-keras model: for a Keras 3 .h5 that is a fresh load of the file.
+        shift_logits(model, job["logit_shift"])
     prep = KerasClassifier(LoadedModel(model, "tf_keras", loaded.path), meta)
     with np.load(work / "data.npz") as data:
         x = prep.to_input(list(data["train_images"]))
