@@ -105,9 +105,10 @@ def adjust(model, labels: Sequence[str], tau: float, provenance: dict,
            calibration_labels: np.ndarray | None) -> LogitAdjustment:
     """Fold `-tau * log(prior)` into the logits' bias of `model` (a Keras 3 or tf-keras model),
     in place, and say what was done."""
-    logits_layer(model, len(labels))  # before the prior: a model that cannot take it is the first error
+    # The layer first: a model that cannot take the shift is the error to report, whatever the data.
+    layer = logits_layer(model, len(labels))
     prior, where = class_prior(labels, provenance, calibration_labels)
-    shift = -float(tau) * np.log(np.array([prior[k] for k in labels]))
-    done = LogitAdjustment(tau=float(tau), prior=prior, prior_from=where, layer=shift_logits(model, shift))
+    done = LogitAdjustment(tau=float(tau), prior=prior, prior_from=where, layer=layer.name)
+    shift_logits(model, done.shift(labels))
     log.info("logit adjustment tau=%g folded into %s's bias (prior from %s)", tau, done.layer, where)
     return done
