@@ -1,8 +1,8 @@
 """Choose `edge-fer convert --logit-adjust TAU` for a trained Keras model, on validation data.
 
 Scores the float model once, then each tau by the formula `convert` folds into the logits'
-bias (probabilities times prior^-tau, renormalized; tests/test_logit_adjust.py checks the two
-agree), and prints accuracy and macro recall per tau. The rule used for the shipped models:
+bias (`logit_adjust.shifted`: probabilities times prior^-tau, renormalized;
+tests/test_logit_adjust.py checks the two agree), and prints accuracy and macro recall per tau. The rule used for the shipped models:
 the largest tau whose accuracy is within `--max-loss` points (default 0.3, the loss that
 asks for QAT in conversion) of the unadjusted model's, i.e. the most recall for at most
 0.3 points. Choose on PublicTest; PrivateTest is for reporting the converted model.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_fer.datasets import load_labelled  # noqa: E402
 from edge_fer.evaluate import score  # noqa: E402
 from edge_fer_convert.loader import KerasClassifier  # noqa: E402
-from edge_fer_convert.logit_adjust import class_prior  # noqa: E402
+from edge_fer_convert.logit_adjust import class_prior, shifted  # noqa: E402
 
 
 def sweep(probs: np.ndarray, labels: np.ndarray, names: list[str], prior: dict[str, float],
@@ -32,8 +32,7 @@ def sweep(probs: np.ndarray, labels: np.ndarray, names: list[str], prior: dict[s
     pri = np.array([prior[k] for k in names])
     rows = []
     for tau in taus:
-        logp = np.log(np.clip(probs, 1e-30, 1.0)) - tau * np.log(pri)[None, :]
-        s = score(labels, logp.argmax(axis=1), names)
+        s = score(labels, shifted(probs, -tau * np.log(pri)).argmax(axis=1), names)
         rows.append({"tau": tau, "accuracy": s.accuracy, "macro_recall": s.macro_recall,
                      "per_class_recall": s.per_class_recall})
     return rows

@@ -2,7 +2,8 @@
 which `edge-fer convert` turns into one INT8 file (one interpreter call per batch of faces).
 
 Optionally the ensemble is *balanced*: a per-class offset is added to every member's logits
-(baked into the bias of its final softmax layer, so the converted graph has no extra op). The
+(baked into the bias of the layer that makes them, as `convert --logit-adjust` does, so the
+converted graph has no extra op). The
 offsets are chosen on validation data, never on the test split, to maximise the mean of accuracy
 and macro recall: FER2013's rare classes (disgust has 1.5 % of the faces) are otherwise almost
 never predicted, and a model that never says "disgust" is worse to users than its accuracy shows.
@@ -21,6 +22,7 @@ from edge_fer.datasets import load_labelled, remap_labels
 from edge_fer.errors import ModelError, UsageError
 from edge_fer.evaluate import Scores, score
 from edge_fer.metadata import ModelMetadata
+from edge_fer_convert.logit_adjust import shift_logits, shifted
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +71,6 @@ class EnsembleReport:
             lines.append(f"  balanced (offsets chosen on this data): accuracy {s['accuracy']:.4f}, "
                          f"macro recall {s['macro_recall']:.4f}; offsets {offs}")
         return "\n".join(lines)
-
-
-def _final_softmax_dense(model, path: str):
-    import keras
-
-    last = model.layers[-1]
-    act = getattr(last, "activation", None)
-    if not isinstance(last, keras.layers.Dense) or getattr(act, "__name__", "") != "softmax":
-        raise ModelError(f"{path}: balancing needs a model whose last layer is a Dense softmax "
-                         f"(found {type(last).__name__}); leave out --balance")
-    return last
-
-
-def shifted(probs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """softmax(z + offsets) from softmax(z), for probabilities of shape (..., classes)."""
-    w = probs * np.exp(offsets)
-    return w / w.sum(axis=-1, keepdims=True)
 
 
 def _objective(probs_m: np.ndarray, y: np.ndarray, offsets: np.ndarray) -> float:
@@ -190,8 +175,10 @@ def _combine(models: list, paths: list[str], offsets: np.ndarray):
 
     if np.any(offsets != 0):
         for m, p in zip(models, paths):
-            dense = _final_softmax_dense(m, p)
-            dense.bias.assign(np.asarray(dense.bias) + offsets.astype(np.float32))
+            try:
+                shift_logits(m, offsets, option="--balance")
+            except ModelError as exc:
+                raise ModelError(f"{p}: {exc}") from None
     inp = keras.Input(tuple(models[0].inputs[0].shape[1:]), name="image")
     outs = []
     for i, m in enumerate(models):

@@ -71,9 +71,17 @@ def class_prior(labels: Sequence[str], provenance: dict, calibration_labels: np.
     return {k: float(v) for k, v in zip(labels, n / n.sum())}, where
 
 
-def logits_layer(model, num_classes: int):
+def shifted(probs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """softmax(z + offsets) from softmax(z), for probabilities of shape (..., classes): what
+    `shift_logits(model, offsets)` does to the model's output."""
+    w = probs * np.exp(offsets)
+    return w / w.sum(axis=-1, keepdims=True)
+
+
+def logits_layer(model, num_classes: int, option: str = "--logit-adjust"):
     """The last layer with a bias whose output is the logits, walking back from the output
-    through layers that leave a per-class constant unchanged; a ModelError when there is none."""
+    through layers that leave a per-class constant unchanged; a ModelError naming `option`
+    (the command-line option that needs it) when there is none."""
     for layer in reversed(model.layers):
         kind = type(layer).__name__
         if kind in ("Dense", "Conv2D") and int(layer.output.shape[-1]) == num_classes:
@@ -86,15 +94,15 @@ def logits_layer(model, num_classes: int):
             break
         if kind not in _PASS_THROUGH:
             break
-    raise ModelError(f"--logit-adjust: cannot find the layer producing the logits in {model.name} "
+    raise ModelError(f"{option}: cannot find the layer producing the logits in {model.name} "
                      f"(it must end in a Dense or Conv2D layer with a bias and {num_classes} outputs, "
-                     f"then only pooling, dropout or softmax); convert without it")
+                     f"then only pooling, dropout or softmax); leave out {option}")
 
 
-def shift_logits(model, shift: Sequence[float]) -> str:
+def shift_logits(model, shift: Sequence[float], option: str = "--logit-adjust") -> str:
     """Add `shift` (one value per class) to the logits of `model`, in place; the layer's name."""
     shift = np.asarray(shift, dtype=np.float64)
-    layer = logits_layer(model, len(shift))
+    layer = logits_layer(model, len(shift), option)
     weights = layer.get_weights()
     weights[1] = (weights[1].astype(np.float64) + shift).astype(weights[1].dtype)
     layer.set_weights(weights)

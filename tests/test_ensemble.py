@@ -140,11 +140,15 @@ def test_balance_needs_validation_data(members, tmp_path):
     assert_one_line_error(run_cli("ensemble", *members, "-o", tmp_path / "e.keras", "--balance"), "--val")
 
 
-def test_balance_needs_a_softmax_dense_head(val_npz, tmp_path):
+def test_balance_needs_a_head_whose_logits_can_shift(val_npz, tmp_path):
+    """Offsets go into the bias of the layer making the logits; behind a ReLU they would not be
+    offsets of the logits, so such a member is refused (convolutional heads, as mini-Xception's,
+    are fine: tests/test_logit_adjust.py)."""
     import keras
 
     inp = keras.Input((48, 48, 1))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(7, 3)(inp))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(7, 3, activation="relu")(inp))
     odd = _save(keras.Model(inp, keras.layers.Activation("softmax")(x)), tmp_path / "act.keras")
     assert_one_line_error(run_cli("ensemble", odd, "-o", tmp_path / "e.keras", "--val", val_npz[0],
-                                  "--balance"), "Dense softmax")
+                                  "--balance"), "act.keras", "cannot find the layer producing the logits",
+                          "leave out --balance")

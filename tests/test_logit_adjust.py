@@ -30,7 +30,7 @@ def _expected(p, prior, tau):
 @pytest.mark.parametrize("tau", [0.5, 1.0])
 def test_keras3_dense_head_follows_the_formula(tau):
     from edge_fer_convert.architectures import build_edgenet_s
-    from edge_fer_convert.logit_adjust import adjust
+    from edge_fer_convert.logit_adjust import adjust, shifted
 
     model = build_edgenet_s(7)
     x = _faces()
@@ -39,6 +39,8 @@ def test_keras3_dense_head_follows_the_formula(tau):
     after = np.asarray(model(x, training=False), np.float64)
     prior = np.array([COUNTS[k] for k in LABELS], float) / sum(COUNTS.values())
     np.testing.assert_allclose(after, _expected(before, prior, tau), atol=1e-5)
+    # The formula benchmarks/logit_adjust.py and `ensemble --balance` score offsets with.
+    np.testing.assert_allclose(shifted(before, -tau * np.log(prior)), after, atol=1e-5)
     assert done.layer == "emotion" and done.prior_from.startswith("the model's training metadata")
     assert done.prior["disgust"] == pytest.approx(436 / 28709)
 
