@@ -176,7 +176,7 @@ def build_edgenet_lite(num_classes: int = 7, width: int = 16, se: bool = True, d
                             "edgenet's plain 3x3 stages with one conv at 48 px and narrower 12 and "
                             "6 px stages, for a Pi 4 with several faces: 0.12M params, 16M multiply-adds"))
 def build_edgenet_s(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.3,
-                    mults: tuple[int, ...] = (2, 3, 4), **_):
+                    mults: tuple[int, ...] = (2, 3, 4), name: str = "edgenet_s", **_):
     """edgenet with its second 48 px convolution removed (5.3M multiply-adds, a fifth of
     edgenet's, for 16 channels of 3x3 edges seen twice) and its 12 and 6 px stages at 3x and 4x
     `width`, so that a face costs at most a third of edgenet-l's Cortex-A72 instructions with
@@ -191,9 +191,7 @@ def build_edgenet_s(num_classes: int = 7, width: int = 16, se: bool = True, drop
     layers cheaper), edgenet-lite came to 0.46 (12.1M multiply-adds, 5.53M instructions), and
     it scored 61 % after 26 distilled epochs, fitting its training set worse than PublicTest:
     at a fixed instruction budget, plain 3x3 stages carry more multiply-adds."""
-    return build_edgenet(num_classes, width, se=se, dropout=dropout, mults=mults, stem=1,
-                         name="edgenet_s")
-
+    return build_edgenet(num_classes, width, se=se, dropout=dropout, mults=mults, stem=1, name=name)
 
 
 @register("edgenet-s80", Spec(48, "gray", "symmetric",
@@ -208,8 +206,8 @@ def build_edgenet_s80(num_classes: int = 7, width: int = 16, **kw):
     6.48M, over a third of edgenet-l's once the crop is counted."""
     kw.pop("name", None)
     kw.pop("mults", None)
-    return build_edgenet(num_classes, width, se=kw.pop("se", True), dropout=kw.pop("dropout", 0.3),
-                         mults=(2, 3, 5), stem=1, name="edgenet_s80", **kw)
+    return build_edgenet_s(num_classes, width, mults=(2, 3, 5), name="edgenet_s80", **kw)
+
 
 def count_macs(model) -> int:
     """Multiply-adds of one forward pass (batch 1), counted from the layers' shapes: convolutions

@@ -99,13 +99,17 @@ def logits_layer(model, num_classes: int, option: str = "--logit-adjust"):
                      f"then only pooling, dropout or softmax); leave out {option}")
 
 
+def _add_to_bias(layer, shift: np.ndarray) -> None:
+    weights = layer.get_weights()
+    weights[1] = (weights[1].astype(np.float64) + shift).astype(weights[1].dtype)
+    layer.set_weights(weights)
+
+
 def shift_logits(model, shift: Sequence[float], option: str = "--logit-adjust") -> str:
     """Add `shift` (one value per class) to the logits of `model`, in place; the layer's name."""
     shift = np.asarray(shift, dtype=np.float64)
     layer = logits_layer(model, len(shift), option)
-    weights = layer.get_weights()
-    weights[1] = (weights[1].astype(np.float64) + shift).astype(weights[1].dtype)
-    layer.set_weights(weights)
+    _add_to_bias(layer, shift)
     return layer.name
 
 
@@ -117,6 +121,6 @@ def adjust(model, labels: Sequence[str], tau: float, provenance: dict,
     layer = logits_layer(model, len(labels))
     prior, where = class_prior(labels, provenance, calibration_labels)
     done = LogitAdjustment(tau=float(tau), prior=prior, prior_from=where, layer=layer.name)
-    shift_logits(model, done.shift(labels))
+    _add_to_bias(layer, done.shift(labels))
     log.info("logit adjustment tau=%g folded into %s's bias (prior from %s)", tau, done.layer, where)
     return done
