@@ -8,6 +8,8 @@ resumed run does not pay for them again. The teacher's probabilities for a face 
 the face and its mirror image, as `edge-fer evaluate --tta` scores a model: that teacher is the
 stronger one (the shipped default: 69.91 % on PrivateTest against 68.29 % for the face alone), and
 its target is the same for a face and its mirror, which the student's flip augmentation needs.
+Several teachers (`--teacher A --teacher B`) act as one: the mean of their probabilities, as the
+`ensemble` command averages models, without building and converting that ensemble first.
 Training then applies augmentation to the image only: the soft target of a shifted or rotated
 face is taken to be that of the original, the usual approximation of offline distillation.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +40,18 @@ PROB_FLOOR = 1.0 / 512
 
 
 @dataclass
+class TeacherFile:
+    path: str
+    sha256: str
+
+
+@dataclass
 class TeacherTargets:
     probs: np.ndarray
-    """N x classes, the teacher's probabilities (untempered), in the student's class order."""
-    sha256: str
-    """Of the teacher file."""
+    """N x classes, the teacher's probabilities (untempered), in the student's class order; with
+    several teachers, the mean of theirs."""
+    teachers: list[TeacherFile]
+    """The teacher files, in the order given."""
     train_accuracy: float
     """Teacher's top-1 agreement with the training labels (a sanity figure for provenance)."""
     cached: bool
@@ -57,8 +67,9 @@ def check_teacher(path: str) -> Path:
     return p
 
 
-def _key(teacher_sha: str, data: LabelledImages) -> str:
-    h = hashlib.sha256(teacher_sha.encode() + b"\nmirror-mean\n")
+def _key(teacher_shas: Sequence[str], data: LabelledImages) -> str:
+    # One teacher's key is the same as before several were allowed: its caches stay valid.
+    h = hashlib.sha256("\n".join(teacher_shas).encode() + b"\nmirror-mean\n")
     for path in data.paths:
         h.update(path.encode() + b"\n")
     return h.hexdigest()
@@ -74,20 +85,33 @@ def _load_teacher(path: Path):
     return KerasClassifier.load(path)
 
 
-def teacher_targets(teacher: str, data: LabelledImages, *, source: str, limit: int | None,
-                    seed: int, cache: Path) -> TeacherTargets:
-    """The teacher's probabilities over `data` (cached in `cache`)."""
-    path = check_teacher(teacher)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    key = _key(sha, data)
+def teacher_targets(teachers: str | Sequence[str], data: LabelledImages, *, source: str,
+                    limit: int | None, seed: int, cache: Path) -> TeacherTargets:
+    """The teacher's probabilities over `data` (the mean over several teachers; cached in `cache`)."""
+    paths = [check_teacher(t) for t in ([teachers] if isinstance(teachers, str) else teachers)]
+    if not paths:
+        raise UsageError("no teacher given")
+    files = [TeacherFile(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths]
+    key = _key([f.sha256 for f in files], data)
     if cache.exists():
         try:
             with np.load(cache) as z:
                 if str(z["key"]) == key and z["probs"].shape == (len(data), len(data.classes)):
                     probs = z["probs"].astype(np.float32)
-                    return TeacherTargets(probs, sha, _agreement(probs, data), cached=True)
+                    return TeacherTargets(probs, files, _agreement(probs, data), cached=True)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable teacher cache %s (%s)", cache, exc)
+    probs = np.mean([_one_teacher(p, data, source=source, limit=limit, seed=seed) for p in paths], axis=0)
+    probs = probs.astype(np.float32)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, probs=probs, key=np.array(key))
+    tmp.replace(cache)
+    return TeacherTargets(probs, files, _agreement(probs, data), cached=False)
+
+
+def _one_teacher(path: Path, data: LabelledImages, *, source: str, limit: int | None,
+                 seed: int) -> np.ndarray:
+    """One teacher's mirror-mean probabilities over `data`, in the student's class order."""
     try:
         model = _load_teacher(path)
     except ModelError as exc:
@@ -110,10 +134,8 @@ def teacher_targets(teacher: str, data: LabelledImages, *, source: str, limit: i
     order = [model.labels.index(c) for c in data.classes]
     probs = out[:, order].astype(np.float32)
     probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, probs=probs, key=np.array(key))
-    tmp.replace(cache)
-    return TeacherTargets(probs, sha, _agreement(probs, data), cached=False)
+    log.info("teacher %s agrees with %.1f %% of the training labels", path, 100 * _agreement(probs, data))
+    return probs
 
 
 def _mirror_mean(model, batch: np.ndarray) -> np.ndarray:

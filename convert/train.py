@@ -70,9 +70,10 @@ class TrainOptions:
     """Random seed for weights, shuffling and augmentation."""
     limit: int | None = None
     """Train on a stratified sample of this many images (smoke tests)."""
-    teacher: str | None = None
-    """A trained model (`.tflite` or `.keras`) whose probabilities the student also learns from
-    (knowledge distillation); None trains on the labels alone."""
+    teacher: tuple[str, ...] = ()
+    """Trained models (`.tflite` or `.keras`) whose probabilities the student also learns from
+    (knowledge distillation; several act as one, the mean of their probabilities); empty trains
+    on the labels alone."""
     distill_alpha: float = 0.5
     """Weight of the distillation term: alpha * KL(teacher_T || student_T) * T^2 +
     (1 - alpha) * cross-entropy with the (smoothed) label."""
@@ -82,6 +83,10 @@ class TrainOptions:
     """A trained `.keras` model of the same architecture to start from (fine-tuning, e.g. a
     second, shorter cosine cycle at a lower `lr`); None starts from random weights."""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # One model file is one teacher, not a sequence of one-letter paths.
+        self.teacher = (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher or ())
 
 
 @dataclass
@@ -252,7 +257,8 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     arch = get_architecture(opts.arch)
     spec = arch.spec
     if opts.teacher:
-        check_teacher(opts.teacher)
+        for t in opts.teacher:
+            check_teacher(t)
         if not 0.0 <= opts.distill_alpha <= 1.0:
             raise UsageError(f"--distill-alpha must be between 0 and 1 (got {opts.distill_alpha})")
         if opts.distill_temperature <= 0:
@@ -283,7 +289,7 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     if opts.teacher:
         teacher = teacher_targets(opts.teacher, train_data, source=opts.data, limit=opts.limit,
                                   seed=opts.seed, cache=output.with_name(output.stem + ".teacher.npz"))
-        log.info("teacher %s agrees with %.1f %% of the training labels%s", opts.teacher,
+        log.info("teacher %s agrees with %.1f %% of the training labels%s", " + ".join(opts.teacher),
                  100 * teacher.train_accuracy, " (cached)" if teacher.cached else "")
         soft = tempered(teacher.probs, opts.distill_temperature)
         # Validation is scored on labels only; its soft part is the label itself.
@@ -358,8 +364,7 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
             "params": int(best.count_params()),
             "macs": count_macs(best),
             "distillation": None if teacher is None else {
-                "teacher": str(opts.teacher),
-                "teacher_sha256": teacher.sha256,
+                "teachers": [asdict(t) for t in teacher.teachers],
                 "teacher_train_agreement": round(teacher.train_accuracy, 4),
                 "alpha": opts.distill_alpha,
                 "temperature": opts.distill_temperature,

@@ -693,9 +693,9 @@ def _is_dir(path: str) -> bool:
 @click.option("--limit", type=click.IntRange(1), help="Train on a stratified sample of N images.")
 @click.option("--init", type=click.Path(dir_okay=False),
               help="Start from this trained .keras model of the same architecture (fine-tuning).")
-@click.option("--teacher", type=click.Path(dir_okay=False),
+@click.option("--teacher", type=click.Path(dir_okay=False), multiple=True,
               help="Distil from this trained model (.tflite or .keras): the student also learns "
-                   "its probabilities on the training images.")
+                   "its probabilities on the training images. Repeat it for a mean of several.")
 @click.option("--distill-alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Weight of the teacher term (the labels get 1 - alpha).")
 @click.option("--distill-temperature", default=3.0, show_default=True, type=click.FloatRange(0, min_open=True),

@@ -34,8 +34,8 @@ def test_a_tiny_run_with_a_teacher_records_it(tmp_path, fer_dir, default_model):
     assert proc.returncode == 0, proc.stderr[-3000:]
     prov = json.loads((tmp_path / "student.keras.json").read_text())["provenance"]
     d = prov["distillation"]
-    assert d["teacher"] == str(default_model)
-    assert d["teacher_sha256"] == hashlib.sha256(default_model.read_bytes()).hexdigest()
+    assert d["teachers"] == [{"path": str(default_model),
+                              "sha256": hashlib.sha256(default_model.read_bytes()).hexdigest()}]
     assert d["alpha"] == 0.7 and d["temperature"] == 2.0
     # The shipped default agrees with most training labels (it was trained on them): a teacher
     # run on wrongly ordered classes or other pixels would sit near chance (1/7).
@@ -87,6 +87,31 @@ def test_the_teacher_target_is_the_mean_of_face_and_mirror(tmp_path, fer_dir, de
     np.testing.assert_allclose(a.probs, both / both.sum(axis=1, keepdims=True), atol=1e-6)
 
 
+def test_several_teachers_act_as_the_mean_of_their_probabilities(tmp_path, fer_dir, default_model):
+    """`--teacher A --teacher B`: each teacher's mirror-mean probabilities, averaged; the mean is
+    cached under a key of both files, and one teacher keeps the key it had before."""
+    from edge_fer.datasets import load_labelled
+    from edge_fer_convert.distill import teacher_targets
+
+    lite = REPO / "models" / "lite.tflite"
+    data = load_labelled(fer_dir / "train", size=(48, 48), color="gray", limit=40, seed=3)
+    kw = dict(source=str(fer_dir / "train"), limit=40, seed=3)
+    a = teacher_targets(str(default_model), data, cache=tmp_path / "a.npz", **kw)
+    b = teacher_targets(str(lite), data, cache=tmp_path / "b.npz", **kw)
+    assert np.abs(a.probs - b.probs).max() > 0.05, "two different teachers are needed here"
+    both = teacher_targets([str(default_model), str(lite)], data, cache=tmp_path / "ab.npz", **kw)
+    np.testing.assert_allclose(both.probs, (a.probs + b.probs) / 2, atol=1e-6)
+    assert [t.path for t in both.teachers] == [str(default_model), str(lite)]
+    assert not both.cached
+    again = teacher_targets([str(default_model), str(lite)], data, cache=tmp_path / "ab.npz", **kw)
+    assert again.cached
+    np.testing.assert_array_equal(again.probs, both.probs)
+    # The cache of the pair is not the cache of one of them.
+    one = teacher_targets([str(default_model)], data, cache=tmp_path / "ab.npz", **kw)
+    assert not one.cached
+    np.testing.assert_allclose(one.probs, a.probs, atol=1e-6)
+
+
 def test_a_keras_teacher_and_one_with_other_input_pixels(tmp_path, fer_dir):
     """A .keras teacher runs through the host's Keras classifier; a teacher taking 64 px input
     gets the same faces read at its size, in the student's order."""
@@ -114,6 +139,14 @@ def test_a_missing_teacher_fails_in_one_line(tmp_path, fer_dir):
                    "--teacher", tmp_path / "gone.tflite", "-o", tmp_path / "s.keras")
     assert_one_line_error(proc, "teacher model not found", "gone.tflite")
     assert not (tmp_path / "s.keras").exists()
+
+
+def test_a_missing_second_teacher_fails_in_one_line_before_any_work(tmp_path, fer_dir, default_model):
+    proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
+                   "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
+                   "--teacher", default_model, "--teacher", tmp_path / "gone.keras", "-o", tmp_path / "s.keras")
+    assert_one_line_error(proc, "teacher model not found", "gone.keras")
+    assert not (tmp_path / "s.keras").exists() and not (tmp_path / "s.teacher.npz").exists()
 
 
 def test_a_teacher_that_is_no_model_fails_in_one_line(tmp_path, fer_dir):
