@@ -41,7 +41,7 @@ else DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edge-fer-arm64; fi
 CACHE=${EDGE_FER_ARM64_CACHE:-$DEFAULT_CACHE}
 SUITES=${EDGE_FER_ARM64_SUITES:-bookworm trixie}
 EVAL_LIMIT=${EDGE_FER_ARM64_EVAL_LIMIT:-300}
-MODELS=${EDGE_FER_ARM64_MODELS:-"default lite edgenet16"}  # shipped models' short names (edge_fer_models.SHIPPED)
+MODELS=${EDGE_FER_ARM64_MODELS:-"default lite edgenet-l edgenet16"}  # shipped models' short names (edge_fer_models.SHIPPED)
 # "none" runs without the fake CPU view, to show the known crash.
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}
 PINS=$REPO/ci/arm64-pins.txt

@@ -56,7 +56,7 @@ def default_model_path() -> str:
 
 def model_path(model: str | os.PathLike | None = None) -> str:
     """`model` as a file: a path as it is, a shipped model's short name (`default`,
-    `edgenet16`: `edge_fer_models.SHIPPED`) as its file; None: `default_model_path()`."""
+    `lite`, `edgenet-l`, `edgenet16`: `edge_fer_models.SHIPPED`) as its file; None: `default_model_path()`."""
     from edge_fer_models import resolve_model
 
     return resolve_model(str(model)) if model else default_model_path()

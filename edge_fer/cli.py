@@ -139,8 +139,8 @@ def model_options(fn):
     """Options shared by every command that loads a `.tflite` classifier."""
     opts = [
         click.option("-m", "--model", default=None, type=click.Path(),
-                     help="Model file (.tflite), or a shipped model by name: default, "
-                          "edgenet16; default: $EDGE_FER_MODEL or the shipped default."),
+                     help="Model file (.tflite), or a shipped model by name: default, lite, "
+                          "edgenet-l, edgenet16; default: $EDGE_FER_MODEL or the shipped default."),
         click.option("--labels", type=LabelsType(),
                      help="Comma-separated class names in output order (overrides metadata)."),
         click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),

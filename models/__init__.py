@@ -10,6 +10,7 @@ DEFAULT_MODEL = MODELS_DIR / "default.tflite"
 #: Short names for `--model NAME` (and `model = "NAME"` in the config file): the shipped files.
 SHIPPED = {
     "default": DEFAULT_MODEL,
+    "edgenet-l": MODELS_DIR / "edgenet-l.tflite",
     "edgenet16": MODELS_DIR / "edgenet16.tflite",
     "lite": MODELS_DIR / "lite.tflite",
 }
