@@ -7,7 +7,8 @@ over the *unaugmented* training images; its probabilities are cached beside the 
 resumed run does not pay for them again. The teacher's probabilities for a face are the mean over
 the face and its mirror image, as `edge-fer evaluate --tta` scores a model: that teacher is the
 stronger one (`edgenet-l.tflite`, the default until issue 15: 69.91 % on PrivateTest against
-68.29 % for the face alone), and its target is the same for a face and its mirror, which the student's flip augmentation needs.
+68.29 % for the face alone), and its target is the same for a face and its mirror, which the
+student's flip augmentation needs.
 Several teachers (`--teacher A --teacher B`) act as one: the mean of their probabilities, as the
 `ensemble` command averages models, without building and converting that ensemble first.
 Training then applies augmentation to the image only: the soft target of a shifted or rotated
