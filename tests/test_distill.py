@@ -89,7 +89,7 @@ def test_the_teacher_target_is_the_mean_of_face_and_mirror(tmp_path, fer_dir, de
 
 def test_several_teachers_act_as_the_mean_of_their_probabilities(tmp_path, fer_dir, default_model):
     """`--teacher A --teacher B`: each teacher's mirror-mean probabilities, averaged; the mean is
-    cached under a key of both files, and one teacher keeps the key it had before."""
+    cached under a key of both files, which one of them alone does not reuse."""
     from edge_fer.datasets import load_labelled
     from edge_fer_convert.distill import teacher_targets
 
