@@ -55,8 +55,8 @@ def default_model_path() -> str:
 
 
 def model_path(model: str | os.PathLike | None = None) -> str:
-    """`model` as a file: a path as it is, a shipped model's short name (`default`,
-    `lite`, `edgenet-l`, `edgenet16`: `edge_fer_models.SHIPPED`) as its file; None: `default_model_path()`."""
+    """`model` as a file: a path as it is, a shipped model's short name (a key of
+    `edge_fer_models.SHIPPED`: `default`, `lite`, ...) as its file; None: `default_model_path()`."""
     from edge_fer_models import resolve_model
 
     return resolve_model(str(model)) if model else default_model_path()

@@ -12,6 +12,7 @@ import click
 from edge_fer import __version__
 from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
 from edge_fer.errors import EdgeFerError, OutputError, interruption
+from edge_fer_models import SHIPPED
 
 log = logging.getLogger("edge_fer")
 
@@ -139,8 +140,8 @@ def model_options(fn):
     """Options shared by every command that loads a `.tflite` classifier."""
     opts = [
         click.option("-m", "--model", default=None, type=click.Path(),
-                     help="Model file (.tflite), or a shipped model by name: default, lite, "
-                          "edgenet-l, edgenet16; default: $EDGE_FER_MODEL or the shipped default."),
+                     help=f"Model file (.tflite), or a shipped model by name: {', '.join(SHIPPED)}; "
+                          "default: $EDGE_FER_MODEL or the shipped default."),
         click.option("--labels", type=LabelsType(),
                      help="Comma-separated class names in output order (overrides metadata)."),
         click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
