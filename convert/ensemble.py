@@ -4,8 +4,9 @@ which `edge-fer convert` turns into one INT8 file (one interpreter call per batc
 Optionally the ensemble is *balanced*: a per-class offset is added to every member's logits
 (baked into the bias of the layer that makes them, as `convert --logit-adjust` does, so the
 converted graph has no extra op). The offsets are chosen on validation data, never on the test
-split, to maximise the mean of accuracy and macro recall: FER2013's rare classes (disgust has 1.5 % of the faces) are otherwise almost
-never predicted, and a model that never says "disgust" is worse to users than its accuracy shows.
+split, to maximise the mean of accuracy and macro recall: FER2013's rare classes (disgust has
+1.5 % of the faces) are otherwise almost never predicted, and a model that never says
+"disgust" is worse to users than its accuracy shows.
 """
 
 from __future__ import annotations
