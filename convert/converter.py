@@ -30,19 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fer.backends import BACKENDS, available_backends, load_backend
 from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.datasets import LabelledImages, load_labelled, remap_labels, stratified_indices
 from edge_fer.errors import InputError, ModelError, UsageError
 from edge_fer.evaluate import Scores, evaluate_probs
 from edge_fer.files import write_atomically
 from edge_fer.metadata import ModelMetadata, embed
-from edge_fer.quiet import native_output_filtered
 from edge_fer_convert.keras_env import tensorflow_module
 from edge_fer_convert.loader import (KerasClassifier, image_input_shape, keras_sidecar,
                                      load_keras_model, model_metadata)
 from edge_fer_convert.logit_adjust import adjust as adjust_logits
+from edge_fer_convert.plots import confusion_png
 from edge_fer_convert.qat import QatOptions, run_qat
-from edge_fer_convert.tflite_export import VARIANTS, convert_bytes
+from edge_fer_convert.tflite_export import convert_bytes
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,6 @@ def float_ops(model_content: bytes) -> list[str]:
     change: the converter leaves ops it has no int8 rule for (ELU, for one) between a
     DEQUANTIZE and a QUANTIZE instead of failing.
     """
-    from edge_fer.backends import load_backend
-
     interp = load_backend().make_interpreter(model_content)
     float_kinds = {np.dtype(np.float32), np.dtype(np.float16)}
     is_float = {t["index"] for t in interp.get_tensor_details() if np.dtype(t["dtype"]) in float_kinds}
@@ -260,8 +259,6 @@ def verify(path: Path, content: bytes, reference: np.ndarray, probe: np.ndarray,
            options: ClassifierOptions, quantization: str) -> tuple[dict, dict]:
     """Load the written model in every installed backend and compare its outputs on `probe`
     with `reference` (the float model's probabilities); a ModelError when they disagree."""
-    from edge_fer.backends import BACKENDS, available_backends
-
     outputs = {}
     for name in available_backends():
         clf = EmotionClassifier(path, ClassifierOptions(**{**asdict(options), "backend": name}),
@@ -530,8 +527,6 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
             logit_adjustment=adjusted.to_dict() if adjusted is not None else None)
         plot = Path(opts.plot) if opts.plot else (Path(opts.report).with_suffix(".png") if opts.report else None)
         if plot is not None and val is not None:
-            from edge_fer_convert.plots import confusion_png
-
             png = confusion_png([("float (Keras)", f_sum.scores),
                                  (f"{opts.quantization} (TFLite, {chosen_attempt.name})", q_sum.scores)],
                                 title=f"{src.name}: {len(val)} validation faces")

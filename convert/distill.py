@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.datasets import LabelledImages, load_labelled
 from edge_fer.errors import InputError, ModelError, UsageError
+from edge_fer_convert.loader import KerasClassifier
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,7 @@ def _key(teacher_shas: Sequence[str], data: LabelledImages) -> str:
 
 def _load_teacher(path: Path):
     if path.suffix.lower() == ".tflite":
-        from edge_fer.classifier import ClassifierOptions, EmotionClassifier
-
         return EmotionClassifier(path, ClassifierOptions(num_threads=2))
-    from edge_fer_convert.loader import KerasClassifier
-
     return KerasClassifier.load(path)
 
 

@@ -22,7 +22,9 @@ from edge_fer.datasets import load_labelled, remap_labels
 from edge_fer.errors import ModelError, UsageError
 from edge_fer.evaluate import Scores, score
 from edge_fer.metadata import ModelMetadata
+from edge_fer_convert.loader import KerasClassifier
 from edge_fer_convert.logit_adjust import shift_logits, shifted
+from edge_fer_convert.train import save_keras_with_metadata
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,6 @@ def choose_offsets(probs_m: np.ndarray, y: np.ndarray, passes: int = 3) -> np.nd
 def build_ensemble(members: list[str], output: str | os.PathLike, options: EnsembleOptions,
                    *, command: str | None = None) -> EnsembleReport:
     """Write the mean-of-members model to `output` (.keras) with its metadata sidecar."""
-    from edge_fer_convert.loader import KerasClassifier
-    from edge_fer_convert.train import save_keras_with_metadata
-
     if not members:
         raise UsageError("give at least one model")
     output = Path(output)

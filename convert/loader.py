@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_fer.errors import InputError, ModelError
 from edge_fer.metadata import ModelMetadata, normalize
+from edge_fer_convert.architectures import get_architecture
 from edge_fer_convert.keras_env import keras_module, tensorflow_module, tf_keras_module
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,6 @@ def load_keras_model(path: str | os.PathLike, arch: str | None = None) -> Loaded
     if suffix in (".h5", ".hdf5") and _h5_kind(path) == "weights":
         if not arch:
             raise ModelError(f"{path} holds only weights: give --arch NAME to build the model first")
-        from edge_fer_convert.architectures import get_architecture
-
         model = get_architecture(arch).build(_weights_classes(path))
         try:
             model.load_weights(path)
