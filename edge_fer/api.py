@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
+from edge_fer import __version__
 from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, FaceDetector, create_detector
 from edge_fer.detector.base import as_uint8_frame
@@ -37,6 +38,11 @@ from edge_fer.pipeline.stage import POLL_S
 from edge_fer.predict import Face, FacePredictor
 from edge_fer.results import FrameResult, RunSummary, StatsSnapshot
 from edge_fer.sinks.base import Sink
+from edge_fer.sinks.display import DisplaySink, gui_problem
+from edge_fer.sinks.jsonlines import JsonLinesSink
+from edge_fer.sinks.recorder import RecorderSink
+from edge_fer.sinks.results import ResultsSink
+from edge_fer_models import DEFAULT_MODEL, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +55,12 @@ H x W (or H x W x 1), or BGRA H x W x 4."""
 
 def default_model_path() -> str:
     """The model used when none is named: $EDGE_FER_MODEL, else the shipped default model."""
-    from edge_fer_models import DEFAULT_MODEL, resolve_model
-
     return resolve_model(os.environ.get("EDGE_FER_MODEL") or str(DEFAULT_MODEL))
 
 
 def model_path(model: str | os.PathLike | None = None) -> str:
     """`model` as a file: a path as it is, a shipped model's short name (a key of
     `edge_fer_models.SHIPPED`: `default`, `lite`, ...) as its file; None: `default_model_path()`."""
-    from edge_fer_models import resolve_model
-
     return resolve_model(str(model)) if model else default_model_path()
 
 
@@ -214,11 +216,6 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
                      header: dict[str, Any] | None = None, first: Sequence[Sink] = ()) -> None:
     """Add `first`, then the JSON log, then the slow sinks (window, recorder) to `pipeline`:
     cheap sinks see each result first. Closing `cleanup` closes what needs closing."""
-    from edge_fer.sinks.display import DisplaySink, gui_problem
-    from edge_fer.sinks.jsonlines import JsonLinesSink
-    from edge_fer.sinks.recorder import RecorderSink
-    from edge_fer.sinks.results import ResultsSink
-
     sinks = list(first)
     if out.results:
         results = ResultsSink(_run_name(out.results), pipeline.classifier.labels,
@@ -254,6 +251,8 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack,
         if out.token:
             log.warning("a token has no effect without serve")
         return None
+    # Imported here, not at the top: the server's modules (http.server, prometheus_client, the
+    # config parser) take about 60 ms to import, paid only by runs that serve.
     from edge_fer.sinks.server import ServerOptions, ServerSink
 
     return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
@@ -470,8 +469,6 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
 
 def run_header(pipeline: Pipeline, server: Any = None) -> dict[str, Any]:
     """The `start` record of a run's JSON log: version, source, model, detector, options."""
-    from edge_fer import __version__
-
     return {"version": __version__, **pipeline.describe(),
             "serve": server.url if server is not None else None}
 
