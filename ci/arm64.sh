@@ -41,7 +41,8 @@ else DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edge-fer-arm64; fi
 CACHE=${EDGE_FER_ARM64_CACHE:-$DEFAULT_CACHE}
 SUITES=${EDGE_FER_ARM64_SUITES:-bookworm trixie}
 EVAL_LIMIT=${EDGE_FER_ARM64_EVAL_LIMIT:-300}
-MODELS=${EDGE_FER_ARM64_MODELS:-"default lite edgenet-l edgenet16"}  # shipped models' short names (edge_fer_models.SHIPPED)
+# Shipped models' short names to evaluate; empty: every one in edge_fer_models.SHIPPED.
+MODELS=${EDGE_FER_ARM64_MODELS:-}
 # "none" runs without the fake CPU view, to show the known crash.
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}
 PINS=$REPO/ci/arm64-pins.txt
@@ -253,6 +254,10 @@ detectors() { # every detector the runtime has: the registry's names (edge-fer d
 
 detector_args() { echo "--detector $1"; }
 
+shipped_models() { # every shipped model's short name (edge_fer_models.SHIPPED: --model NAME)
+  "$X86/python" -c 'from edge_fer_models import SHIPPED; print(*SHIPPED)'
+}
+
 check() { # NAME COMMAND...: run a comparison; its output says OK or every difference
   local name=$1; shift
   if "$@"; then echo "passed: $name"; else fail "$name"; fi
@@ -422,6 +427,9 @@ c = make_clip(sys.argv[1], Path(sys.argv[2]), frames=60); cap = cv2.VideoCapture
 for i in range(c.frames):
     ok, f = cap.read(); assert ok, i; cv2.imwrite(str(out / f"{i:04d}.png"), f)' "$CLIP" "$SHARED/images" "$FRAMES") ||
     die "cannot make the test clip"
+  [ -n "$MODELS" ] || MODELS=$(shipped_models) || die "cannot list the shipped models"
+  [ -n "$MODELS" ] || die "the shipped model list is empty"
+  echo "models: $MODELS"
   DETECTORS=$(detectors) || die "cannot list the detectors"
   [ -n "$DETECTORS" ] || die "the detector list is empty"
   echo "detectors: $DETECTORS"
