@@ -100,8 +100,13 @@ def teacher_targets(teachers: str | Sequence[str], data: LabelledImages, *, sour
                     return TeacherTargets(probs, files, _agreement(probs, data), cached=True)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable teacher cache %s (%s)", cache, exc)
-    probs = np.mean([_one_teacher(p, data, source=source, limit=limit, seed=seed) for p in paths], axis=0)
-    probs = probs.astype(np.float32)
+    each = [_one_teacher(p, data, source=source, limit=limit, seed=seed) for p in paths]
+    if len(each) > 1:
+        # The caller logs the mean's agreement; each member's shows what the mean adds.
+        for p, member in zip(paths, each):
+            log.info("teacher %s alone agrees with %.1f %% of the training labels", p,
+                     100 * _agreement(member, data))
+    probs = np.mean(each, axis=0).astype(np.float32)
     tmp = cache.with_name(cache.stem + ".tmp.npz")
     np.savez(tmp, probs=probs, key=np.array(key))
     tmp.replace(cache)
@@ -133,7 +138,6 @@ def _one_teacher(path: Path, data: LabelledImages, *, source: str, limit: int | 
     order = [model.labels.index(c) for c in data.classes]
     probs = out[:, order].astype(np.float32)
     probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
-    log.info("teacher %s agrees with %.1f %% of the training labels", path, 100 * _agreement(probs, data))
     return probs
 
 
