@@ -710,8 +710,8 @@ def _is_dir(path: str) -> bool:
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.
 
-    Architectures: edgenet (default), edgenet-l, edgenet-s, edgenet-s80, edgenet-lite, cnn48,
-    cnn96rgb, cnn224rgb, littlevgg, minixception, vgg16, efficientnetv2.
+    Architectures: edgenet (default), edgenet-l, edgenet-s, edgenet-s80, edgenet-sw, edgenet-lite,
+    cnn48, cnn96rgb, cnn224rgb, littlevgg, minixception, vgg16, efficientnetv2.
     """
     import os
 
