@@ -106,19 +106,21 @@ def _stage_end(x, i: int, se: bool):
 @register("edgenet", Spec(48, "gray", "symmetric",
                           "the project's edge model: 48x48 gray, VGG-style stages with SE, 0.3M params at width 16"))
 def build_edgenet(num_classes: int = 7, width: int = 16, se: bool = True, dropout: float = 0.4,
-                  mults: tuple[int, ...] = (2, 4, 8), stem: int = 2, name: str = "edgenet", **_):
+                  mults: tuple[int | tuple[int, ...], ...] = (2, 4, 8), stem: int = 2,
+                  name: str = "edgenet", **_):
     """VGG-style stages (two 3x3 convs each; `stem` of them at 48 px) at 48, 24, 12 and 6 px,
     squeeze-excitation on the deeper stages, global pooling: the accuracy of VGG-type FER nets
-    at a fraction of the size, built only from ops that quantize cleanly to INT8."""
+    at a fraction of the size, built only from ops that quantize cleanly to INT8. Each entry of
+    `mults` is a stage's width multiplier (two convs) or a tuple of one multiplier per conv."""
     keras, L = _layers()
     inp = keras.Input((48, 48, 1), name="image")
     x = inp
     for _ in range(stem):
         x = _conv_bn(x, width)
     x = L.MaxPooling2D()(x)
-    for i, mult in enumerate(mults):
-        x = _conv_bn(x, width * mult)
-        x = _conv_bn(x, width * mult)
+    for i, stage in enumerate(mults):
+        for mult in (stage, stage) if isinstance(stage, int) else stage:
+            x = _conv_bn(x, width * mult)
         x = _stage_end(x, i, se)
     return keras.Model(inp, _head(x, num_classes, dropout), name=name)
 
@@ -222,15 +224,8 @@ def build_edgenet_sw(num_classes: int = 7, width: int = 16, se: bool = True, dro
     against edgenet-s80's 6.01M and 1.96M in the same sitting; with the crop (about 1.06M) well
     under a third of edgenet-l's 21.93M. Whether the lost 24 px depth costs more than the
     parameters give is what training it tells."""
-    keras, L = _layers()
-    inp = keras.Input((48, 48, 1), name="image")
-    x = _conv_bn(inp, width)
-    x = L.MaxPooling2D()(x)
-    for i, mults in enumerate(((2,), (3, 4), (6, 8))):
-        for mult in mults:
-            x = _conv_bn(x, width * mult)
-        x = _stage_end(x, i, se)
-    return keras.Model(inp, _head(x, num_classes, dropout), name=name)
+    return build_edgenet(num_classes, width, se=se, dropout=dropout, mults=((2,), (3, 4), (6, 8)),
+                         stem=1, name=name)
 
 
 def count_macs(model) -> int:
