@@ -1,8 +1,8 @@
 """The `edge-fer` command line. The only place that configures logging, prints and exits.
 
 Each command imports the modules it needs when it runs, not at the top: `--help` and a mistyped
-option answer without loading OpenCV or an interpreter, and `convert` and
-`train` load TensorFlow, which the device-side commands must never import.
+option answer without loading OpenCV or an interpreter, and `convert` and `train` load
+TensorFlow, which the device-side commands must never import.
 """
 
 from __future__ import annotations
