@@ -13,6 +13,11 @@ Several teachers (`--teacher A --teacher B`) act as one: the mean of their proba
 `ensemble` command averages models, without building and converting that ensemble first.
 Training then applies augmentation to the image only: the soft target of a shifted or rotated
 face is taken to be that of the original, the usual approximation of offline distillation.
+With `--teacher-views K` the targets are consistent instead ("a good teacher is consistent",
+Beyer et al. 2022): each face is augmented K-1 times once, before training, the teacher is run
+on every view, and the student trains on those views with their own targets (view 0 is the face
+itself). It costs K times the teacher's pass over the data once (cached in `OUT.views.npz`), not
+a teacher in the training step.
 
 Targets travel as one array: the one-hot label in the first `n` columns, the teacher's
 tempered probabilities in the next `n`, so mixup and class weights apply to both unchanged.
@@ -22,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +119,101 @@ def teacher_targets(teachers: str | Sequence[str], data: LabelledImages, *, sour
     return TeacherTargets(probs, files, _agreement(probs, data), cached=False)
 
 
+@dataclass
+class TeacherViews:
+    views: LabelledImages
+    """K x N faces, view-major (view v of face i at v * N + i; view 0 is the face itself), with
+    the face's label; paths end in `#vV`."""
+    probs: np.ndarray
+    """K*N x classes, the teachers' mean mirror-mean probabilities of each view."""
+    count: int
+    """K, views per face."""
+    teachers: list[TeacherFile]
+    train_accuracy: float
+    """Teacher's top-1 agreement with the labels over all views."""
+    cached: bool
+
+
+def teacher_views(teachers: str | Sequence[str], data: LabelledImages, *, count: int,
+                  augment: Callable[[np.ndarray], np.ndarray], recipe: str,
+                  cache: Path) -> TeacherViews:
+    """`count` views of each face of `data` (the face, then `count - 1` made by `augment`, a
+    deterministic function from a uint8 batch to a uint8 batch of the same shape) and the
+    teachers' probabilities of each view; cached in `cache`, keyed by the teachers, the faces,
+    `count` and `recipe` (what decides `augment`: its mode and seed)."""
+    if count < 1:
+        raise UsageError(f"--teacher-views must be at least 1 (got {count})")
+    paths = [check_teacher(t) for t in ([teachers] if isinstance(teachers, str) else teachers)]
+    if not paths:
+        raise UsageError("no teacher given")
+    files = [TeacherFile(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths]
+    key = _key([f.sha256 for f in files], data) + f" views {count} {recipe}"
+    n = len(data)
+    if cache.exists():
+        try:
+            with np.load(cache) as z:
+                if str(z["key"]) == key and z["probs"].shape == (count * n, len(data.classes)):
+                    views = _as_views(data, z["images"], count)
+                    probs = z["probs"].astype(np.float32)
+                    return TeacherViews(views, probs, count, files, _agreement(probs, views),
+                                        cached=True)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable teacher views cache %s (%s)", cache, exc)
+    t0 = time.monotonic()
+    models = [_load_model(p, data) for p in paths]
+    images = [data.images] + [
+        np.concatenate([augment(data.images[i:i + 512]) for i in range(0, n, 512)])
+        for _ in range(count - 1)]
+    images = np.concatenate(images)
+    log.info("running %d teacher(s) over %d views of %d training faces", len(models), count, n)
+    probs = np.mean([_probabilities(m, images, data.classes) for m in models], axis=0)
+    probs = probs.astype(np.float32)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, images=images, probs=probs, key=np.array(key))
+    tmp.replace(cache)
+    log.info("teacher views made in %.0f s", time.monotonic() - t0)
+    views = _as_views(data, images, count)
+    return TeacherViews(views, probs, count, files, _agreement(probs, views), cached=False)
+
+
+def _as_views(data: LabelledImages, images: np.ndarray, count: int) -> LabelledImages:
+    return LabelledImages(images, np.tile(data.labels, count), data.classes,
+                          [f"{p}#v{v}" for v in range(count) for p in data.paths])
+
+
+def _load_model(path: Path, data: LabelledImages):
+    """A teacher that takes the student's pixels (views are made at the student's size)."""
+    try:
+        model = _load_teacher(path)
+    except ModelError as exc:
+        raise ModelError(f"teacher: {exc}") from None
+    _check_labels(model, path, data)
+    w, h = model.input_size
+    color = "rgb" if data.images.ndim == 4 else "gray"
+    if (h, w) != data.images.shape[1:3] or model.color != color:
+        raise UsageError(f"--teacher-views needs teachers that take the student's input "
+                         f"({data.images.shape[2]}x{data.images.shape[1]} {color}); {path} takes "
+                         f"{w}x{h} {model.color}")
+    return model
+
+
+def _check_labels(model, path: Path, data: LabelledImages) -> None:
+    missing = [c for c in data.classes if c not in model.labels]
+    if missing:
+        raise ModelError(f"the teacher {path} does not know the class(es) {', '.join(missing)} "
+                         f"of the training data (teacher labels: {', '.join(model.labels)})")
+
+
+def _probabilities(model, images: np.ndarray, classes: list[str]) -> np.ndarray:
+    """The model's mirror-mean probabilities of `images`, in the order of `classes`."""
+    out = np.concatenate([_mirror_mean(model, images[i:i + 256])
+                          for i in range(0, len(images), 256)])
+    order = [model.labels.index(c) for c in classes]
+    probs = out[:, order].astype(np.float32)
+    probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
+    return probs
+
+
 def _one_teacher(path: Path, data: LabelledImages, *, source: str, limit: int | None,
                  seed: int) -> np.ndarray:
     """One teacher's mirror-mean probabilities over `data`, in the student's class order."""
@@ -120,10 +221,7 @@ def _one_teacher(path: Path, data: LabelledImages, *, source: str, limit: int | 
         model = _load_teacher(path)
     except ModelError as exc:
         raise ModelError(f"teacher: {exc}") from None
-    missing = [c for c in data.classes if c not in model.labels]
-    if missing:
-        raise ModelError(f"the teacher {path} does not know the class(es) {', '.join(missing)} "
-                         f"of the training data (teacher labels: {', '.join(model.labels)})")
+    _check_labels(model, path, data)
     images = data
     w, h = model.input_size
     if (h, w) != data.images.shape[1:3] or model.color != ("rgb" if data.images.ndim == 4 else "gray"):
@@ -133,12 +231,7 @@ def _one_teacher(path: Path, data: LabelledImages, *, source: str, limit: int | 
         if images.paths != data.paths:
             raise InputError(f"{source} changed while it was read: reload it and try again")
     log.info("running the teacher %s over %d training faces", path, len(data))
-    out = np.concatenate([_mirror_mean(model, images.images[i:i + 256])
-                          for i in range(0, len(images), 256)])
-    order = [model.labels.index(c) for c in data.classes]
-    probs = out[:, order].astype(np.float32)
-    probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
-    return probs
+    return _probabilities(model, images.images, data.classes)
 
 
 def _mirror_mean(model, batch: np.ndarray) -> np.ndarray:

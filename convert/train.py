@@ -24,7 +24,8 @@ from edge_fer.datasets import LabelledImages, load_labelled
 from edge_fer.errors import InputError, ModelError, UsageError
 from edge_fer.metadata import ModelMetadata
 from edge_fer_convert.architectures import count_macs, get_architecture
-from edge_fer_convert.distill import check_teacher, distillation_loss, label_accuracy, teacher_targets, tempered
+from edge_fer_convert.distill import (check_teacher, distillation_loss, label_accuracy, teacher_targets,
+                                     teacher_views, tempered)
 from edge_fer_convert.keras_env import keras_module
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,11 @@ class TrainOptions:
     (1 - alpha) * cross-entropy with the (smoothed) label."""
     distill_temperature: float = 3.0
     """Temperature T that softens both distributions in the distillation term."""
+    teacher_views: int = 0
+    """With a teacher: make this many views of each training face once (the face and
+    `teacher_views - 1` copies augmented as `augment` says), run the teacher on each, and train on
+    those views with their own targets, flipped at random (consistent distillation; cached in
+    `OUT.views.npz`). 0 trains on freshly augmented faces with the unaugmented face's target."""
     init: str | None = None
     """A trained `.keras` model of the same architecture to start from (fine-tuning, e.g. a
     second, shorter cosine cycle at a lower `lr`); None starts from random weights."""
@@ -115,6 +121,9 @@ def _augmenter(tf, size: int, channels: int, mode: str, seed: int):
     if mode == "none":
         return None
     rng = tf.random.Generator.from_seed(seed)
+    if mode == "flip":
+        return lambda x, y: (tf.where(rng.uniform([tf.shape(x)[0], 1, 1, 1]) < 0.5,
+                                      tf.reverse(x, axis=[2]), x), y)
     strong = mode == "standard"
     max_rot = math.radians(12) if strong else 0.0
     max_shift = 0.1 if strong else 0.06
@@ -159,6 +168,20 @@ def _augmenter(tf, size: int, channels: int, mode: str, seed: int):
     return apply
 
 
+def _view_maker(tf, size: int, channels: int, mode: str, seed: int):
+    """`_augmenter` as a function from a uint8 batch to a uint8 batch of the same shape, for
+    the views the teacher labels once (`--teacher-views`)."""
+    aug = _augmenter(tf, size, channels, mode, seed)
+
+    def make(batch: np.ndarray) -> np.ndarray:
+        x = batch[..., None] if batch.ndim == 3 else batch
+        out, _ = aug(tf.constant(x, tf.float32), None)
+        out = np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8)
+        return out.reshape(batch.shape)
+
+    return make
+
+
 def _normalizer(tf, normalization: str):
     def apply(x, y):
         if normalization == "unit":
@@ -181,9 +204,10 @@ def _as_input(data: LabelledImages, channels: int) -> np.ndarray:
 
 def make_dataset(tf, data: LabelledImages, spec, *, batch: int, n_classes: int, training: bool,
                  augment: str, seed: int, mixup: float = 0.0, label_smoothing: float = 0.0,
-                 soft: np.ndarray | None = None):
+                 soft: np.ndarray | None = None, repeat: bool = False):
     """Batches of (normalized image, target). With `soft` (N x classes, a teacher's tempered
-    probabilities) the target is the one-hot label followed by `soft` (see `distill`)."""
+    probabilities) the target is the one-hot label followed by `soft` (see `distill`). `repeat`
+    makes a training set endless (for epochs shorter than one pass over it: `steps_per_epoch`)."""
     channels = 3 if spec.color == "rgb" else 1
     x = _as_input(data, channels)
     y = tf.one_hot(data.labels, n_classes).numpy()
@@ -192,6 +216,8 @@ def make_dataset(tf, data: LabelledImages, spec, *, batch: int, n_classes: int, 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
     ds = ds.batch(batch).map(lambda a, b: (tf.cast(a, tf.float32), b))
     if training:
         aug = _augmenter(tf, spec.size, channels, augment, seed)
@@ -263,6 +289,12 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
             raise UsageError(f"--distill-alpha must be between 0 and 1 (got {opts.distill_alpha})")
         if opts.distill_temperature <= 0:
             raise UsageError(f"--distill-temperature must be positive (got {opts.distill_temperature})")
+        if opts.teacher_views > 1 and opts.augment == "none":
+            raise UsageError("--teacher-views makes augmented views: it needs --augment light or standard")
+    elif opts.teacher_views:
+        raise UsageError("--teacher-views needs --teacher")
+    if opts.teacher_views < 0:
+        raise UsageError(f"--teacher-views must be 0 or more (got {opts.teacher_views})")
     if opts.init and not Path(opts.init).is_file():
         raise InputError(f"--init model not found: {opts.init}")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -286,11 +318,23 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
         _start_from(keras, model, arch.name, Path(opts.init))
     steps = math.ceil(len(train_data) / opts.batch_size)
     teacher = soft = val_soft = None
-    if opts.teacher:
+    fit_data, augment, steps_per_epoch = train_data, opts.augment, None
+    channels = 3 if spec.color == "rgb" else 1
+    if opts.teacher and opts.teacher_views:
+        teacher = teacher_views(opts.teacher, train_data, count=opts.teacher_views,
+                                augment=_view_maker(tf, spec.size, channels, opts.augment, opts.seed + 2),
+                                recipe=f"augment {opts.augment} seed {opts.seed}",
+                                cache=output.with_name(output.stem + ".views.npz"))
+        # The views are the augmentation; a flip keeps each one's (mirror-mean) target.
+        fit_data, augment, steps_per_epoch = teacher.views, "flip", steps
+    elif opts.teacher:
         teacher = teacher_targets(opts.teacher, train_data, source=opts.data, limit=opts.limit,
                                   seed=opts.seed, cache=output.with_name(output.stem + ".teacher.npz"))
-        log.info("teacher %s agrees with %.1f %% of the training labels%s", " + ".join(opts.teacher),
-                 100 * teacher.train_accuracy, " (cached)" if teacher.cached else "")
+    if teacher is not None:
+        log.info("teacher %s agrees with %.1f %% of the training labels%s%s", " + ".join(opts.teacher),
+                 100 * teacher.train_accuracy,
+                 f" over {opts.teacher_views} views of each face" if opts.teacher_views else "",
+                 " (cached)" if teacher.cached else "")
         soft = tempered(teacher.probs, opts.distill_temperature)
         # Validation is scored on labels only; its soft part is the label itself.
         val_soft = np.eye(n_classes, dtype=np.float32)[val_data.labels]
@@ -307,9 +351,9 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
         loss=loss,
         metrics=metrics,
     )
-    train_ds = make_dataset(tf, train_data, spec, batch=opts.batch_size, n_classes=n_classes,
-                            training=True, augment=opts.augment, seed=opts.seed, mixup=opts.mixup,
-                            soft=soft)
+    train_ds = make_dataset(tf, fit_data, spec, batch=opts.batch_size, n_classes=n_classes,
+                            training=True, augment=augment, seed=opts.seed, mixup=opts.mixup,
+                            soft=soft, repeat=steps_per_epoch is not None)
     val_ds = make_dataset(tf, val_data, spec, batch=256, n_classes=n_classes, training=False,
                           augment="none", seed=opts.seed, soft=val_soft)
 
@@ -336,7 +380,7 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     # The dataset shuffles itself each epoch; Keras warns that its own `shuffle` (on by
     # default) cannot apply to a tf.data.Dataset.
     hist = model.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=verbose,
-                     shuffle=False,
+                     shuffle=False, steps_per_epoch=steps_per_epoch,
                      class_weight=class_weights(train_data.labels, n_classes, opts.class_weight),
                      callbacks=callbacks)
     seconds = time.monotonic() - t0
@@ -368,7 +412,10 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
                 "teacher_train_agreement": round(teacher.train_accuracy, 4),
                 "alpha": opts.distill_alpha,
                 "temperature": opts.distill_temperature,
-                "soft_targets": "teacher probabilities of the unaugmented training images, mean of each face and its mirror",
+                "soft_targets": (f"teacher probabilities of {opts.teacher_views} views of each training "
+                                 "image (the image and augmented copies), mean of each view and its mirror"
+                                 if opts.teacher_views else
+                                 "teacher probabilities of the unaugmented training images, mean of each face and its mirror"),
             },
             "keras": keras.__version__,
             "tensorflow": tf.__version__,

@@ -706,6 +706,10 @@ def _is_dir(path: str) -> bool:
               help="Weight of the teacher term (the labels get 1 - alpha).")
 @click.option("--distill-temperature", default=3.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Temperature softening teacher and student in the teacher term.")
+@click.option("--teacher-views", default=0, show_default=True, type=click.IntRange(0),
+              help="Run the teacher once on this many views of each training face (the face and "
+                   "augmented copies, cached as OUT.views.npz) and train on those views with their "
+                   "own targets; 0 reuses the plain face's target for each augmented copy.")
 @handle_errors
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.

@@ -118,7 +118,8 @@ def test_a_keras_teacher_and_one_with_other_input_pixels(tmp_path, fer_dir):
     from edge_fer.datasets import load_labelled
     from edge_fer.metadata import ModelMetadata
     from edge_fer_convert.architectures import get_architecture
-    from edge_fer_convert.distill import teacher_targets
+    from edge_fer.errors import UsageError
+    from edge_fer_convert.distill import teacher_targets, teacher_views
     from edge_fer_convert.train import save_keras_with_metadata
 
     data = load_labelled(fer_dir / "train", size=(48, 48), color="gray", limit=30, seed=1)
@@ -131,6 +132,84 @@ def test_a_keras_teacher_and_one_with_other_input_pixels(tmp_path, fer_dir):
                           cache=tmp_path / "t.teacher.npz")
     assert got.probs.shape == (30, len(data.classes)) and not got.cached
     np.testing.assert_allclose(got.probs.sum(axis=1), 1.0, atol=1e-4)
+    # Views are made at the student's size: a teacher of other pixels cannot label them.
+    with pytest.raises(UsageError, match="take the student's input"):
+        teacher_views(str(path), data, count=2, augment=lambda b: b, recipe="r",
+                      cache=tmp_path / "t.views.npz")
+
+
+def test_teacher_views_give_each_augmented_view_its_own_target(tmp_path, fer_dir, default_model):
+    """Consistent distillation: view 0 is the face itself, the others are augmented copies, and
+    each view's target is the teacher's mirror mean of that very view, not of the plain face."""
+    import tensorflow as tf
+
+    from edge_fer.classifier import EmotionClassifier
+    from edge_fer.datasets import load_labelled
+    from edge_fer_convert.distill import teacher_views
+    from edge_fer_convert.train import _view_maker
+
+    data = load_labelled(fer_dir / "train", size=(48, 48), color="gray", limit=40, seed=3)
+    cache = tmp_path / "s.views.npz"
+
+    def make(recipe, seed=7):
+        return teacher_views(str(default_model), data, count=3,
+                             augment=_view_maker(tf, 48, 1, "standard", seed), recipe=recipe,
+                             cache=cache)
+
+    got = make("standard 7")
+    n = len(data)
+    assert got.views.images.shape == (3 * n, 48, 48) and got.views.images.dtype == np.uint8
+    assert not got.cached and got.count == 3
+    np.testing.assert_array_equal(got.views.labels, np.tile(data.labels, 3))
+    np.testing.assert_array_equal(got.views.images[:n], data.images)
+    first, second = got.views.images[n:2 * n], got.views.images[2 * n:]
+    for view in (first, second):
+        # Every copy is changed (rotation, zoom, shift, contrast): none is the face again.
+        diff = np.abs(view.astype(int) - data.images).reshape(n, -1).mean(axis=1)
+        assert diff.min() > 1.0, diff.min()
+    assert np.abs(first.astype(int) - second).mean() > 5, "two views drew the same augmentation"
+    clf = EmotionClassifier(default_model)
+    mean = (clf.predict_proba(list(first)) + clf.predict_proba(list(first[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(got.probs[n:2 * n], mean / mean.sum(axis=1, keepdims=True), atol=1e-6)
+    assert np.abs(got.probs[n:2 * n] - got.probs[:n]).max() > 0.05
+    assert 0.4 < got.train_accuracy <= 1.0
+
+    again = make("standard 7")
+    assert again.cached
+    np.testing.assert_array_equal(again.views.images, got.views.images)
+    np.testing.assert_array_equal(again.probs, got.probs)
+    other = make("standard 8", seed=8)
+    assert not other.cached, "another augmentation recipe must not reuse the cached views"
+    assert np.abs(other.views.images[n:].astype(int) - got.views.images[n:]).mean() > 5
+
+
+def test_a_tiny_run_with_teacher_views_trains_on_them(tmp_path, fer_dir, default_model):
+    out = tmp_path / "student.keras"
+    proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
+                   "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 200,
+                   "--batch-size", 64, "--teacher", default_model, "--teacher-views", 2, "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prov = json.loads((tmp_path / "student.keras.json").read_text())["provenance"]
+    assert prov["options"]["teacher_views"] == 2
+    assert prov["distillation"]["soft_targets"].startswith("teacher probabilities of 2 views")
+    with np.load(tmp_path / "student.views.npz") as z:
+        assert z["images"].shape == (400, 48, 48) and z["probs"].shape == (400, 7)
+    # One epoch is one pass over the faces (4 steps of 64 for 200), not over all their views (7).
+    shown = proc.stdout + proc.stderr
+    assert "4/4 - " in shown and "7/7 - " not in shown, shown[-2000:]
+    assert not (tmp_path / "student.teacher.npz").exists()
+
+
+def test_teacher_views_without_a_teacher_or_augmentation_fail_in_one_line(tmp_path, fer_dir, default_model):
+    proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
+                   "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
+                   "--teacher-views", 4, "-o", tmp_path / "s.keras")
+    assert_one_line_error(proc, "--teacher-views needs --teacher")
+    proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
+                   "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50, "--augment", "none",
+                   "--teacher", default_model, "--teacher-views", 4, "-o", tmp_path / "s.keras")
+    assert_one_line_error(proc, "--augment light or standard")
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_missing_teacher_fails_in_one_line(tmp_path, fer_dir):
