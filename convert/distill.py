@@ -93,19 +93,12 @@ def _load_teacher(path: Path):
 def teacher_targets(teachers: str | Sequence[str], data: LabelledImages, *, source: str,
                     limit: int | None, seed: int, cache: Path) -> TeacherTargets:
     """The teacher's probabilities over `data` (the mean over several teachers; cached in `cache`)."""
-    paths = [check_teacher(t) for t in ([teachers] if isinstance(teachers, str) else teachers)]
-    if not paths:
-        raise UsageError("no teacher given")
-    files = [TeacherFile(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths]
+    paths, files = _teacher_files(teachers)
     key = _key([f.sha256 for f in files], data)
-    if cache.exists():
-        try:
-            with np.load(cache) as z:
-                if str(z["key"]) == key and z["probs"].shape == (len(data), len(data.classes)):
-                    probs = z["probs"].astype(np.float32)
-                    return TeacherTargets(probs, files, _agreement(probs, data), cached=True)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable teacher cache %s (%s)", cache, exc)
+    found = _read_cache(cache, key, (len(data), len(data.classes)))
+    if found is not None:
+        probs = found["probs"]
+        return TeacherTargets(probs, files, _agreement(probs, data), cached=True)
     each = [_one_teacher(p, data, source=source, limit=limit, seed=seed) for p in paths]
     if len(each) > 1:
         # The caller logs the mean's agreement; each member's shows what the mean adds.
@@ -113,10 +106,38 @@ def teacher_targets(teachers: str | Sequence[str], data: LabelledImages, *, sour
             log.info("teacher %s alone agrees with %.1f %% of the training labels", p,
                      100 * _agreement(member, data))
     probs = np.mean(each, axis=0).astype(np.float32)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, probs=probs, key=np.array(key))
-    tmp.replace(cache)
+    _write_cache(cache, key, probs=probs)
     return TeacherTargets(probs, files, _agreement(probs, data), cached=False)
+
+
+def _teacher_files(teachers: str | Sequence[str]) -> tuple[list[Path], list[TeacherFile]]:
+    paths = [check_teacher(t) for t in ([teachers] if isinstance(teachers, str) else teachers)]
+    if not paths:
+        raise UsageError("no teacher given")
+    return paths, [TeacherFile(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths]
+
+
+def _read_cache(cache: Path, key: str, probs_shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
+    """The arrays cached under `key` (probabilities as float32), or None when there are none
+    for it; an unreadable cache is ignored with a warning, to be written again."""
+    if not cache.exists():
+        return None
+    try:
+        with np.load(cache) as z:
+            if str(z["key"]) != key or z["probs"].shape != probs_shape:
+                return None
+            found = {k: z[k] for k in z.files if k != "key"}
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable teacher cache %s (%s)", cache, exc)
+        return None
+    found["probs"] = found["probs"].astype(np.float32)
+    return found
+
+
+def _write_cache(cache: Path, key: str, **arrays: np.ndarray) -> None:
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, key=np.array(key), **arrays)
+    tmp.replace(cache)
 
 
 @dataclass
@@ -143,24 +164,16 @@ def teacher_views(teachers: str | Sequence[str], data: LabelledImages, *, count:
     `count` and `recipe` (what decides `augment`: its mode and seed)."""
     if count < 1:
         raise UsageError(f"--teacher-views must be at least 1 (got {count})")
-    paths = [check_teacher(t) for t in ([teachers] if isinstance(teachers, str) else teachers)]
-    if not paths:
-        raise UsageError("no teacher given")
-    files = [TeacherFile(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths]
+    paths, files = _teacher_files(teachers)
     key = _key([f.sha256 for f in files], data) + f" views {count} {recipe}"
     n = len(data)
-    if cache.exists():
-        try:
-            with np.load(cache) as z:
-                if str(z["key"]) == key and z["probs"].shape == (count * n, len(data.classes)):
-                    views = _as_views(data, z["images"], count)
-                    probs = z["probs"].astype(np.float32)
-                    return TeacherViews(views, probs, count, files, _agreement(probs, views),
-                                        cached=True)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable teacher views cache %s (%s)", cache, exc)
+    found = _read_cache(cache, key, (count * n, len(data.classes)))
+    if found is not None:
+        views = _as_views(data, found["images"], count)
+        return TeacherViews(views, found["probs"], count, files, _agreement(found["probs"], views),
+                            cached=True)
     t0 = time.monotonic()
-    models = [_load_model(p, data) for p in paths]
+    models = [_view_teacher(p, data) for p in paths]
     images = [data.images] + [
         np.concatenate([augment(data.images[i:i + 512]) for i in range(0, n, 512)])
         for _ in range(count - 1)]
@@ -168,9 +181,7 @@ def teacher_views(teachers: str | Sequence[str], data: LabelledImages, *, count:
     log.info("running %d teacher(s) over %d views of %d training faces", len(models), count, n)
     probs = np.mean([_probabilities(m, images, data.classes) for m in models], axis=0)
     probs = probs.astype(np.float32)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, images=images, probs=probs, key=np.array(key))
-    tmp.replace(cache)
+    _write_cache(cache, key, images=images, probs=probs)
     log.info("teacher views made in %.0f s", time.monotonic() - t0)
     views = _as_views(data, images, count)
     return TeacherViews(views, probs, count, files, _agreement(probs, views), cached=False)
@@ -181,27 +192,37 @@ def _as_views(data: LabelledImages, images: np.ndarray, count: int) -> LabelledI
                           [f"{p}#v{v}" for v in range(count) for p in data.paths])
 
 
-def _load_model(path: Path, data: LabelledImages):
+def _view_teacher(path: Path, data: LabelledImages):
     """A teacher that takes the student's pixels (views are made at the student's size)."""
+    model = _open_teacher(path, data)
+    if not _takes_pixels_of(model, data):
+        w, h = model.input_size
+        raise UsageError(f"--teacher-views needs teachers that take the student's input "
+                         f"({data.images.shape[2]}x{data.images.shape[1]} {_color(data)}); {path} "
+                         f"takes {w}x{h} {model.color}")
+    return model
+
+
+def _open_teacher(path: Path, data: LabelledImages):
+    """The teacher at `path`, checked to know every class of `data`."""
     try:
         model = _load_teacher(path)
     except ModelError as exc:
         raise ModelError(f"teacher: {exc}") from None
-    _check_labels(model, path, data)
-    w, h = model.input_size
-    color = "rgb" if data.images.ndim == 4 else "gray"
-    if (h, w) != data.images.shape[1:3] or model.color != color:
-        raise UsageError(f"--teacher-views needs teachers that take the student's input "
-                         f"({data.images.shape[2]}x{data.images.shape[1]} {color}); {path} takes "
-                         f"{w}x{h} {model.color}")
-    return model
-
-
-def _check_labels(model, path: Path, data: LabelledImages) -> None:
     missing = [c for c in data.classes if c not in model.labels]
     if missing:
         raise ModelError(f"the teacher {path} does not know the class(es) {', '.join(missing)} "
                          f"of the training data (teacher labels: {', '.join(model.labels)})")
+    return model
+
+
+def _color(data: LabelledImages) -> str:
+    return "rgb" if data.images.ndim == 4 else "gray"
+
+
+def _takes_pixels_of(model, data: LabelledImages) -> bool:
+    w, h = model.input_size
+    return (h, w) == data.images.shape[1:3] and model.color == _color(data)
 
 
 def _probabilities(model, images: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -217,14 +238,10 @@ def _probabilities(model, images: np.ndarray, classes: list[str]) -> np.ndarray:
 def _one_teacher(path: Path, data: LabelledImages, *, source: str, limit: int | None,
                  seed: int) -> np.ndarray:
     """One teacher's mirror-mean probabilities over `data`, in the student's class order."""
-    try:
-        model = _load_teacher(path)
-    except ModelError as exc:
-        raise ModelError(f"teacher: {exc}") from None
-    _check_labels(model, path, data)
+    model = _open_teacher(path, data)
     images = data
     w, h = model.input_size
-    if (h, w) != data.images.shape[1:3] or model.color != ("rgb" if data.images.ndim == 4 else "gray"):
+    if not _takes_pixels_of(model, data):
         # The teacher takes other pixels than the student: read the same faces at its size.
         images = load_labelled(source, size=(w, h), color=model.color, limit=limit, seed=seed,
                                classes=data.classes)
