@@ -110,6 +110,14 @@ def teacher_targets(teachers: str | Sequence[str], data: LabelledImages, *, sour
     return TeacherTargets(probs, files, _agreement(probs, data), cached=False)
 
 
+def teacher_probabilities(path: str, data: LabelledImages, *, source: str, limit: int | None = None,
+                          seed: int = 0) -> np.ndarray:
+    """One candidate teacher's probabilities over `data`, made exactly as `teacher_targets` makes
+    a member's (mirror mean, the student's class order), uncached: to compare teachers, and the
+    means of several, before paying for a training run (`benchmarks/teachers.py`)."""
+    return _one_teacher(check_teacher(path), data, source=source, limit=limit, seed=seed)
+
+
 def _teacher_files(teachers: str | Sequence[str]) -> tuple[list[Path], list[TeacherFile]]:
     paths = [check_teacher(t) for t in ([teachers] if isinstance(teachers, str) else teachers)]
     if not paths:
