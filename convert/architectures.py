@@ -126,7 +126,7 @@ def build_edgenet(num_classes: int = 7, width: int = 16, se: bool = True, dropou
 
 
 @register("edgenet-l", Spec(48, "gray", "symmetric",
-                            "edgenet with 4x and 2x the channels on its 12 and 6 px stages: "
+                            "edgenet with 2x the channels on its 12 and 6 px stages: "
                             "1.1M params at width 16"))
 def build_edgenet_l(num_classes: int = 7, width: int = 16, **kw):
     """edgenet trained to convergence fits its training set no better than its validation set:
@@ -223,9 +223,10 @@ def build_edgenet_sw(num_classes: int = 7, width: int = 16, se: bool = True, dro
     (`benchmarks/icount.sh`, INT8, bare invoke, batch 1): 5.53M on the A72 and 1.85M on the A76,
     against edgenet-s80's 6.01M and 1.96M in the same sitting; with the crop (about 1.06M) well
     under a third of edgenet-l's 21.93M. Trained with the lite recipe (120 distilled epochs) it
-    reaches 64.61 % on PublicTest (float, best epoch 85), exactly edgenet-s80's figure, while
-    fitting its augmented training faces better (65.8 % against 65.2 % in the last epoch): the extra
-    parameters did not pay, so the lite model stays edgenet-s80 (models/lite.md, variants)."""
+    reaches 64.61 % on PublicTest (float, best epoch 85), exactly the 120-epoch edgenet-s80's
+    (float, unadjusted), while fitting its augmented training faces better (65.8 % against 65.2 %
+    in the last epoch): the extra parameters did not pay, so the lite model stays edgenet-s80
+    (models/lite.md, variants)."""
     return build_edgenet(num_classes, width, se=se, dropout=dropout, mults=((2,), (3, 4), (6, 8)),
                          stem=1, name=name)
 
