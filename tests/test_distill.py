@@ -376,8 +376,9 @@ def test_teachers_benchmark_scores_a_teacher_as_evaluate_tta_does(fer_dir, defau
         rows[name] = (float(acc.rstrip("%")), float(recall), float(ent))
     pair = f"{default_model.name} + lite.tflite"
     assert set(rows) == {default_model.name, "lite.tflite", pair}, proc.stdout
-    # On these 600 faces (when written) the mirror moves both models' scores (default 63.44 % without, 64.27 %
-    # with; lite 61.44 % and 60.60 %): a teacher run on the face alone would not match.
+    # When written, the mirror moved both models' scores on these 600 faces (default 63.44 % on
+    # the face alone, 64.27 % with its mirror; lite 61.44 % and 60.60 %): a teacher run on the
+    # face alone would not match.
     for model, name in ((default_model, default_model.name), (lite, "lite.tflite")):
         tta = run_cli("evaluate", "-m", model, "--tta", "--data", fer_dir / "publictest",
                       "--limit", 600, "--json")
