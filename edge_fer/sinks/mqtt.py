@@ -360,6 +360,7 @@ class MqttSink(Sink):
         self._state_new = False
         self._state_due = Every(STATE_INTERVAL_S)
         self._state_key: tuple | None = None
+        self._last: tuple[FrameResult, StatsSnapshot] | None = None  # not yet published
         self._appeared: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -396,9 +397,21 @@ class MqttSink(Sink):
         key = (len(result.faces), tuple(counts.items()), dominant_label(result))
         if key != self._state_key or self._state_due():
             self._state_key = key
-            payload = json.dumps(state_payload(result, stats, self.labels))
-            with self._lock:
-                self._state, self._state_new = payload, True
+            self._set_state(result, stats)
+            self._last = None
+        else:
+            self._last = (result, stats)
+
+    def on_summary(self, summary) -> None:
+        # The retained state ends as the run's last frame was, even within the second.
+        if self._last is not None and self._failure is None:
+            self._set_state(*self._last)
+            self._last = None
+
+    def _set_state(self, result: FrameResult, stats: StatsSnapshot) -> None:
+        payload = json.dumps(state_payload(result, stats, self.labels))
+        with self._lock:
+            self._state, self._state_new = payload, True
 
     def on_event(self, event: TrackEvent) -> None:
         dwell = None
