@@ -225,11 +225,11 @@ class OutputOptions:
     """Stop the run (exit 8) when the broker refuses the credentials or TLS fails; by default
     the run goes on without MQTT."""
     mqtt_username: str | None = None
-    """The broker's user name (`edge-fer run` reads it from the config file or
-    $EDGE_FER_MQTT_USERNAME only)."""
+    """The broker's user name; None: $EDGE_FER_MQTT_USERNAME (`edge-fer run` reads it from
+    the environment or the config file only, never the command line)."""
     mqtt_password: str | None = dataclasses.field(default=None, repr=False)
-    """The broker's password (`edge-fer run` reads it from the config file or
-    $EDGE_FER_MQTT_PASSWORD only); never logged."""
+    """The broker's password; None: $EDGE_FER_MQTT_PASSWORD (`edge-fer run`: the environment
+    or the config file only); never logged."""
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,
@@ -263,11 +263,12 @@ def open_mqtt(out: OutputOptions, cleanup: contextlib.ExitStack):
     if not out.mqtt:
         return None
     # Imported here, not at the top: paho-mqtt is an optional extra ([mqtt]).
-    from edge_fer.sinks.mqtt import MqttOptions, MqttSink
+    from edge_fer.sinks.mqtt import PASSWORD_ENV, USERNAME_ENV, MqttOptions, MqttSink
 
     sink = MqttSink(MqttOptions(
         url=out.mqtt, device=out.mqtt_device, prefix=out.mqtt_prefix, ca_file=out.mqtt_ca,
-        username=out.mqtt_username, password=out.mqtt_password, required=out.mqtt_required,
+        username=out.mqtt_username or os.environ.get(USERNAME_ENV),
+        password=out.mqtt_password or os.environ.get(PASSWORD_ENV), required=out.mqtt_required,
         aggregate=out.faces_api == "aggregate"))
     cleanup.callback(sink.close)
     return sink

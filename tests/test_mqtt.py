@@ -364,3 +364,18 @@ def test_tls_with_a_ca_made_here(tmp_path, clips, default_model):
         r = run_cli("run", *run_args(clips["one"], broker.url, "x", "--mqtt-ca", certs["ca"]),
                     env=ENV)
         assert r.returncode == 2 and "mqtts://" in r.stderr, r.stderr
+
+
+def test_stream_publishes_like_run(broker, clips, default_model, labels):
+    """`edge_fer.stream(mqtt=...)`: the Python API publishes as `run --mqtt` does."""
+    import edge_fer
+
+    with Subscriber(broker.port) as sub:
+        with edge_fer.stream(clips["one"].path, model=default_model, mqtt=broker.url,
+                             mqtt_device="api") as results:
+            frames = {r.index: r.faces for r in results}
+        sub.wait("edge-fer/api/availability", b"offline")
+        last = sub.on("edge-fer/api/state")[-1].json()
+        assert last["frame"] == max(frames) and last["faces"] == len(frames[max(frames)])
+        assert {e.json()["event"] for e in sub.on("edge-fer/api/events")} >= {"appear", "leave"}
+        assert len(sub.under("homeassistant/sensor/api/")) == 4 + len(labels)

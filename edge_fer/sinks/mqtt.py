@@ -403,8 +403,9 @@ class MqttSink(Sink):
             self._last = (result, stats)
 
     def on_summary(self, summary) -> None:
+        self._raise_failure()  # a failure after the last frame still counts
         # The retained state ends as the run's last frame was, even within the second.
-        if self._last is not None and self._failure is None:
+        if self._last is not None:
             self._set_state(*self._last)
             self._last = None
 
@@ -436,10 +437,12 @@ class MqttSink(Sink):
         raise OutputError(f"MQTT: {self._failure}")
 
     def close(self) -> None:
-        """Say `offline`, disconnect and end the thread; safe to call twice."""
+        """Say `offline`, disconnect and end the thread; safe to call twice. Raises the failure
+        (refused, TLS) that came too late for `on_result` and `on_summary` to raise it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._raise_failure()
 
     # --- status ----------------------------------------------------------------------------
 
@@ -576,7 +579,14 @@ class MqttSink(Sink):
 
     def _goodbye(self) -> None:
         """Flush what is queued, say `offline` (retained) and disconnect cleanly, within a few
-        seconds: a clean stop sends no last will, so this message is the one that tells."""
+        seconds: a clean stop sends no last will, so this message is the one that tells. A short
+        run can end before the broker has answered: that answer is waited for too."""
+        deadline = time.monotonic() + 3.0
+        while self._open and not self._connected and time.monotonic() < deadline:
+            if self._client.loop(LOOP_S) != paho.MQTT_ERR_SUCCESS or self._refused:
+                break
+        if self._refused:
+            self._fail(self._refused)
         if not self._connected:
             return
         self._pump()
