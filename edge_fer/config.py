@@ -485,23 +485,17 @@ def parse_config(text: str, command, path: str | os.PathLike = "<config>") -> Co
         warnings.append(f"{at('server', 'serve')}: key 'server.serve' is not a loopback address "
                         "and the file sets no 'server.token': the server will refuse to start "
                         "unless --token is given")
-    if "token" in srv:
+    # Secrets in a file anyone on the machine can read.
+    for section, key in (("server", "token"), ("mqtt", "password")):
+        if key not in values.get(section, {}):
+            continue
         try:
             mode = p.stat().st_mode
         except OSError:
             mode = 0
         if mode & 0o004:
-            warnings.append(f"{at('server', 'token')}: the file holds 'server.token' and anyone "
+            warnings.append(f"{at(section, key)}: the file holds '{section}.{key}' and anyone "
                             f"on the machine can read it: chmod 600 {p}")
-    for section, secrets in FILE_ONLY.items():
-        if "password" in secrets and "password" in values.get(section, {}):
-            try:
-                mode = p.stat().st_mode
-            except OSError:
-                mode = 0
-            if mode & 0o004:
-                warnings.append(f"{at(section, 'password')}: the file holds '{section}.password' "
-                                f"and anyone on the machine can read it: chmod 600 {p}")
     if problems:
         raise ConfigError(problems)
     return Config(path=p, values=values, warnings=warnings)

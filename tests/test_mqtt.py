@@ -408,3 +408,23 @@ def test_a_stalled_broker_does_not_slow_the_run(broker, clips, tmp_path, default
         stop_run(proc)
         sub.wait("edge-fer/slow/availability", b"offline", after=resumed_at, timeout=30)
     assert proc.returncode == 0
+
+
+def test_credentials_are_file_keys_only(tmp_path):
+    """`[mqtt] username`/`password` are accepted in the file, not options of `run`, and a
+    password others can read is warned about."""
+    from edge_fer.cli import run
+    from edge_fer.config import ConfigError, default_map, load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text('[mqtt]\nmqtt = "mqtt://127.0.0.1"\nusername = "k"\npassword = "p4ss"\n')
+    config.chmod(0o644)
+    cfg = load_config(config, run)
+    assert cfg.get("mqtt", "password") == "p4ss"
+    assert default_map(cfg) == {"mqtt": "mqtt://127.0.0.1"}
+    assert any("'mqtt.password'" in w and "chmod 600" in w for w in cfg.warnings)
+    assert not {"username", "password", "mqtt_username", "mqtt_password"} & {p.name for p in run.params}
+    config.write_text('[mqtt]\npasword = "x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(config, run)
+    assert "did you mean 'password'?" in str(err.value)
