@@ -445,3 +445,12 @@ def test_credentials_are_file_keys_only(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(config, run)
     assert "did you mean 'password'?" in str(err.value)
+
+
+def test_forget_without_a_broker_says_so_in_one_line():
+    from conftest import assert_one_line_error, run_cli
+
+    r = run_cli("mqtt", "forget", "--mqtt", f"mqtt://127.0.0.1:{free_port()}", "--mqtt-device",
+                "gone", env=ENV)
+    assert_one_line_error(r, "cannot reach the MQTT broker mqtt://127.0.0.1", code=8)
+    assert_one_line_error(run_cli("mqtt", "forget", env=ENV), "--mqtt URL", code=2)
