@@ -263,16 +263,17 @@ class CheckedString(click.ParamType):
         return value.strip()
 
 
-def config_option(default_path=None):
+def config_option(default_path=None, schema=None):
     """`--config FILE`: the file's values become the command's defaults, so options on the
     command line still win. Without --config (or $EDGE_FER_CONFIG), /etc/edge-fer/config.toml is
-    read when it exists."""
+    read when it exists. `schema`: a function returning the command whose options the file
+    holds (`run`'s), for a command that takes only some of them."""
     from edge_fer.config import DEFAULT_CONFIG_PATH, apply_config
 
     def callback(ctx, param, value):
         explicit = ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT
         try:
-            apply_config(ctx, value, required=explicit)
+            apply_config(ctx, value, required=explicit, command=schema() if schema else None)
         except EdgeFerError as exc:
             raise _EarlyError(exc) from None
         return value
@@ -281,6 +282,52 @@ def config_option(default_path=None):
                         default=str(default_path or DEFAULT_CONFIG_PATH), show_default=True,
                         envvar="EDGE_FER_CONFIG", is_eager=True, expose_value=False,
                         callback=callback, help="TOML config file (see edge-fer check-config).")
+
+
+def mqtt_options(fn=None, *, required_option: bool = True):
+    """The MQTT options of `run` (and, less `--mqtt-required`, of `mqtt forget`). The user and
+    password are no options: the config file or the environment only (`mqtt_credentials`)."""
+    if fn is None:
+        return functools.partial(mqtt_options, required_option=required_option)
+    from edge_fer.sinks.mqtt import (DEFAULT_PREFIX, DEVICE_WORDS, PASSWORD_ENV, PREFIX_WORDS,
+                                     URL_WORDS, USERNAME_ENV, check_device, check_prefix,
+                                     parse_broker)
+
+    opts = [
+        click.option("--mqtt", type=CheckedString("url", parse_broker, URL_WORDS), metavar="URL",
+                     help="Publish availability, state and face events to the MQTT broker at "
+                          "URL (mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS), with Home "
+                          "Assistant discovery (docs/fleet.md). User and password: [mqtt] "
+                          f"username and password in the config file, or ${USERNAME_ENV} and "
+                          f"${PASSWORD_ENV}; never on the command line."),
+        click.option("--mqtt-device", type=CheckedString("device", check_device, DEVICE_WORDS),
+                     metavar="ID",
+                     help="Device id in the MQTT topics (edge-fer/ID/...) and in Home Assistant "
+                          "(default: the host's name)."),
+        click.option("--mqtt-prefix", type=CheckedString("prefix", check_prefix, PREFIX_WORDS),
+                     default=DEFAULT_PREFIX, show_default=True,
+                     help="Home Assistant's MQTT discovery prefix."),
+        click.option("--mqtt-ca", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="CA certificate (PEM) to verify an mqtts:// broker with (default: the "
+                          "system's CAs)."),
+    ]
+    if required_option:
+        opts.append(click.option(
+            "--mqtt-required", is_flag=True,
+            help="Stop the run (exit 8) when the broker refuses the user or password or the "
+                 "TLS handshake fails; by default the run goes on without MQTT and exits 7 at "
+                 "the end. A broker that cannot be reached is retried in any case."))
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def mqtt_credentials() -> tuple[str | None, str | None]:
+    """(user, password) from the environment or the config file of the running command."""
+    from edge_fer.config import CONFIG_META, file_only
+
+    config = click.get_current_context().meta.get(CONFIG_META)
+    return file_only(config, "mqtt", "username"), file_only(config, "mqtt", "password")
 
 
 def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
@@ -502,13 +549,14 @@ def _read_bytes(path) -> bytes:
               show_default=True,
               help="What /api/faces tells: full (each face's track id, box, label, scores) or "
                    "aggregate (how many faces show each label: no boxes, no track ids).")
+@mqtt_options
 @handle_errors
 def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
-        token, faces_api):
+        token, faces_api, mqtt, mqtt_device, mqtt_prefix, mqtt_ca, mqtt_required):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -518,8 +566,8 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     import contextlib
     import os
 
-    from edge_fer.api import (OutputOptions, add_output_sinks, open_server, run_header,
-                              upload_analyzer)
+    from edge_fer.api import (OutputOptions, add_output_sinks, attach_mqtt, open_mqtt, open_server,
+                              run_header, upload_analyzer)
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
     from edge_fer.sinks.log import LogSink, format_summary
@@ -538,11 +586,15 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
                         results=results, overwrite=overwrite, serve=serve, token=token,
-                        blur_faces=blur_faces, faces_api=faces_api)
+                        blur_faces=blur_faces, faces_api=faces_api, mqtt=mqtt,
+                        mqtt_device=mqtt_device, mqtt_prefix=mqtt_prefix, mqtt_ca=mqtt_ca,
+                        mqtt_required=mqtt_required)
+    out.mqtt_username, out.mqtt_password = mqtt_credentials()
     with contextlib.ExitStack() as cleanup:
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
         server = open_server(out, cleanup, max_pixels)
+        mqtt_sink = open_mqtt(out, cleanup)
         sinks = [server] if server else []
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
@@ -573,6 +625,9 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
                 tta=tta, backend=backend, detector=detector,
                 **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face,
                                   detect_width)))
+        if mqtt_sink is not None:
+            attach_mqtt(mqtt_sink, pipeline, server, monitor)
+            sinks.append(mqtt_sink)
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
         add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
         with stop_on_signals(pipeline):
@@ -583,6 +638,35 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
         raise pipeline.error
     if pipeline.output_failures:
         raise OutputError(f"not everything asked for was written: {'; '.join(pipeline.output_failures)}")
+
+
+@cli.group()
+def mqtt():
+    """MQTT: what `run --mqtt` leaves on the broker."""
+
+
+@mqtt.command()
+@config_option(schema=lambda: run)
+@mqtt_options(required_option=False)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              metavar="SECONDS", help="Give up when the broker has not answered by then.")
+@handle_errors
+def forget(mqtt, mqtt_device, mqtt_prefix, mqtt_ca, timeout):
+    """Remove a device from Home Assistant and the broker: publish empty retained messages to
+    its discovery configs, availability and state. Stop its `run` first (a running one
+    announces itself again when it reconnects)."""
+    from edge_fer.errors import UsageError
+    from edge_fer.sinks.mqtt import MqttOptions, clear_retained
+
+    if not mqtt:
+        raise UsageError("give the broker: --mqtt URL, or [mqtt] mqtt in the config file")
+    user, password = mqtt_credentials()
+    cleared = clear_retained(MqttOptions(url=mqtt, device=mqtt_device, prefix=mqtt_prefix,
+                                         ca_file=mqtt_ca, username=user, password=password),
+                             timeout)
+    for topic in cleared:
+        click.echo(topic)
+    click.echo(f"edge-fer: cleared {len(cleared)} retained topic(s)", err=True)
 
 
 def _one_source(ctx, camera, source):

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[convert,dev]'
-# System packages some tests drive (headless Chromium for the kiosk page); skipped without root.
+.venv/bin/python -m pip install -q -e '.[convert,mqtt,dev]'
+# System packages some tests drive (headless Chromium for the kiosk page, the Mosquitto broker
+# of the MQTT tests); skipped without root.
 if [ -f ci/kiosk-deps.sh ]; then bash ci/kiosk-deps.sh || echo "kiosk system packages not installed: those tests will skip"; fi
 set +e
 .venv/bin/python -m pytest "$@"

@@ -210,6 +210,7 @@ class ServerSink(Sink):
         self._result: FrameResult | None = None
         self._stats: StatsSnapshot | None = None
         self._live_stats: Callable[[], StatsSnapshot] | None = None
+        self._statuses: dict[str, tuple[Callable[[], dict], dict[str, tuple[str, str]]]] = {}
         self._seq = 0
         self._handled_at = 0.0  # time.monotonic() of the newest result
         self._encode_lock = threading.Lock()
@@ -278,6 +279,17 @@ class ServerSink(Sink):
         time. The stats handed over with each result stop with the results: through a source
         outage they would go on showing the last frame rate instead of one that falls to 0."""
         self._live_stats = stats_fn
+
+    def add_status(self, name: str, status_fn: Callable[[], dict],
+                   metrics: dict[str, tuple[str, str]] | None = None) -> None:
+        """Serve `status_fn()` under `name` in /api/stats (another output's state, MQTT's), and
+        export its keys named in `metrics` (key -> (Prometheus kind, help)) on /metrics as
+        `edge_fer_<name>_<key>`."""
+        self._statuses[name] = (status_fn, dict(metrics or {}))
+
+    def statuses(self) -> dict[str, tuple[dict, dict[str, tuple[str, str]]]]:
+        """name -> (its status now, its metrics) for every `add_status`."""
+        return {name: (fn(), metrics) for name, (fn, metrics) in self._statuses.items()}
 
     def close(self) -> None:
         """Stop serving: stream clients end within a wait interval, the port is released."""
@@ -404,7 +416,9 @@ class ServerSink(Sink):
         elif route == "stats":
             _, stats, _, _ = self.snapshot()
             self._count(route, 200)
-            self._send_json(req, _finite(stats.to_dict() if stats is not None else {}))
+            body = stats.to_dict() if stats is not None else {}
+            body.update({name: status for name, (status, _) in self.statuses().items()})
+            self._send_json(req, _finite(body))
         elif route == "faces":
             self._count(route, 200)
             self._send_json(req, self.faces_json())
@@ -688,3 +702,8 @@ class _StatsCollector:
                                 value=self._sink.stream_clients)
         yield CounterMetricFamily("edge_fer_stream_frames_encoded", "Frames encoded to JPEG for the stream",
                                   value=self._sink.frames_encoded)
+        for name, (status, metrics) in self._sink.statuses().items():
+            for key, (kind, doc) in metrics.items():
+                value = _number(status.get(key))
+                if value is not None:
+                    yield self._FAMILIES[kind](f"edge_fer_{name}_{key}", doc, value=value)
