@@ -371,7 +371,9 @@ class ServerSink(Sink):
             return _finite({**head, "count": len(result.faces), "counts": dict(sorted(counts.items()))})
         faces = [{"track_id": f.track_id, "box": [int(v) for v in f.box], "label": f.label,
                   "score": float(f.score), "scores": {k: float(v) for k, v in f.scores.items()},
-                  "raw_label": f.raw_label} for f in result.faces]
+                  "raw_label": f.raw_label, "first_frame": f.first_frame,
+                  "dwell_s": float(f.dwell_s), "since_detection": f.since_detection}
+                 for f in result.faces]
         return _finite({**head, "faces": faces})
 
     # --- HTTP ----------------------------------------------------------------------------------
