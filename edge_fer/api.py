@@ -210,6 +210,10 @@ class OutputOptions:
     faces_api: str = "full"
     """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
     "aggregate" (faces per label only)."""
+    privacy: str | None = None
+    """What is hidden in what is shown and kept: "faces" (as `blur_faces`) or "frame" (the
+    whole picture blurred, boxes and labels drawn on top: a face the detector missed is never
+    shown)."""
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,
@@ -228,10 +232,10 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
         cleanup.callback(json_log.close)
         sinks.append(json_log)
     if out.display or (out.display is None and gui_problem() is None):
-        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces))
+        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces, privacy=out.privacy))
     if out.record:
         sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite,
-                                  blur_faces=out.blur_faces))
+                                  blur_faces=out.blur_faces, privacy=out.privacy))
     for sink in sinks:
         pipeline.add_sink(sink)
 
@@ -257,6 +261,7 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack,
 
     return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
         out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api,
+        privacy=out.privacy,
         max_pixels=max_pixels)))
 
 

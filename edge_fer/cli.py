@@ -485,8 +485,10 @@ def _read_bytes(path) -> bytes:
                    "refused; strftime fields name each run's own.")
 @click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
 @click.option("--blur-faces", is_flag=True,
-              help="Blur every face in what is shown or kept: the served stream, the window and "
-                   "--record (the model still sees the faces).")
+              help="Blur the faces the detector finds, and their tracked boxes between "
+                   "detections, in what is shown or kept: the served stream, the window and "
+                   "--record (the model still sees the faces). A face the detector misses stays "
+                   "sharp: where that must never happen use --privacy frame.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -502,13 +504,17 @@ def _read_bytes(path) -> bytes:
               show_default=True,
               help="What /api/faces tells: full (each face's track id, box, label, scores) or "
                    "aggregate (how many faces show each label: no boxes, no track ids).")
+@click.option("--privacy", type=click.Choice(["faces", "frame"]),
+              help="What to hide in the served stream, the window and --record: faces (as "
+                   "--blur-faces) or frame (the whole picture blurred beyond recognition, boxes "
+                   "and labels drawn on top, so a face the detector misses is never shown).")
 @handle_errors
 def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
-        token, faces_api):
+        token, faces_api, privacy):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -538,7 +544,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
                         results=results, overwrite=overwrite, serve=serve, token=token,
-                        blur_faces=blur_faces, faces_api=faces_api)
+                        blur_faces=blur_faces, faces_api=faces_api, privacy=privacy)
     with contextlib.ExitStack() as cleanup:
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
