@@ -205,8 +205,9 @@ class OutputOptions:
     token: str | None = None
     """Access token for `serve`, required on a non-loopback address."""
     blur_faces: bool = False
-    """Blur each face in what is shown and kept (the served stream, the window, the recording);
-    the model still sees the faces."""
+    """Blur each face the detector found, and its tracked box between detections, in what is
+    shown and kept (the served stream, the window, the recording); the model still sees the
+    faces. A face the detector missed stays sharp: see `privacy`."""
     faces_api: str = "full"
     """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
     "aggregate" (faces per label only)."""

@@ -462,7 +462,8 @@ def _read_bytes(path) -> bytes:
 @click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
               help="Frames of scores averaged per face (1 = off).")
 @click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
-              help="Box overlap for a detection to continue a track.")
+              help="Box overlap for a detection to continue a track (with the track's box "
+                   "moved to the detection's frame by the face's speed).")
 @click.option("--log-json", type=click.Path(dir_okay=False),
               help="Append JSON lines to FILE: stats every --log-interval, face events (time, "
                    "track, box, label, scores; never pixels), a summary.")

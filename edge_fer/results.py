@@ -136,7 +136,9 @@ class StatsSnapshot:
     first_result_s: float | None = _figure("Seconds from the start to the first processed frame.")
     first_face_s: float | None = _figure("Seconds from the start to the first frame with a face.")
     detections: int = _figure("Face-detector passes so far.", "counter")
-    tracks_started: int = _figure("Face tracks started so far (faces that appeared).", "counter")
+    tracks_started: int = _figure("Face tracks started so far (faces that appeared: the people "
+                                  "seen; someone who leaves and comes back counts again).",
+                                  "counter")
     reconnects: int = _figure("Times a lost live source was reopened.", "counter")
     model_failures: int = _figure("Frames on which the model raised an error (their faces are "
                                   "left out).", "counter")
