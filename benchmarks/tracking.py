@@ -9,8 +9,8 @@ each other) goes through the real pipeline, offline, with each detector at its o
 boxes: tracks per person (target at most 1.1), tracks covering two people (target 0), stray
 tracks (no person), the mean IoU of the boxes the tracker carried between detections with the
 true ones (target at least 0.5), and the fraction of (frame, person) with no box.
---no-motion runs the tracker without its motion model (boxes left where the last detection put
-them), as edge-fer tracked before.
+--no-motion runs the tracker as edge-fer tracked before: no motion model (boxes left where the
+last detection put them), a track ended by two missed detections, none kept hidden.
 """
 
 from __future__ import annotations
@@ -52,14 +52,20 @@ class TrackRecorder(Sink):
         self.frames.append([(f.track_id, tuple(f.box), f.since_detection) for f in result.faces])
 
 
+#: The tracker before motion: boxes left where the last detection put them, a track ended by
+#: two missed detections in a row, none kept hidden.
+NO_MOTION = {"motion": False, "max_misses": 2, "keep_lost": 0}
+
+
 def track_clip(clip, detector: str, classifier, motion: bool = True,
                detect_every: int | None = None) -> tuple[list, int]:
     """Run `clip` through the pipeline offline; (per-frame tracks, detect_every used)."""
     det = create_detector(detector, DetectorOptions(detect_width=RUN_DETECT_WIDTH))
     every = detect_every or det.default_detect_every
     rec = TrackRecorder()
+    tracking = TrackerOptions(detect_every=every, **({} if motion else NO_MOTION))
     pipeline = Pipeline(open_source(CaptureOptions(source=str(clip.path))), det, classifier,
-                        PipelineOptions(tracking=TrackerOptions(detect_every=every, motion=motion)))
+                        PipelineOptions(tracking=tracking))
     pipeline.add_sink(rec)
     pipeline.start()
     pipeline.wait()
