@@ -69,7 +69,8 @@ def test_a_face_walking_out_of_the_picture_ends_its_track():
     for f in range(10):
         tr.update([(500 + 5 * f, 200, 80, 80)], frame=f)
     size = (640, 480)
-    assert tr.snapshot(14, size) and not tr.snapshot(22, size)  # more than half out
+    assert tr.snapshot(14, size)[0].box == (570, 200, 70, 80)  # clipped to the picture
+    assert not tr.snapshot(22, size)  # more than half out
     _, ended = tr.update([], frame=22, size=size)
     assert [t.track_id for t in ended] == [1]
 

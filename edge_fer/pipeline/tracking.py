@@ -261,8 +261,10 @@ class IouTracker:
             if self.hidden(t):
                 continue
             box, landmarks = t.box_at(frame)
-            if size is not None and _inside(box, size) < 0.5:
-                continue
+            if size is not None:
+                if _inside(box, size) < 0.5:
+                    continue
+                box = _clip(box, size)
             out.append(TrackedBox(t.track_id, box, landmarks, t.first_frame, frame - t.last_hit))
         return out
 
@@ -282,6 +284,13 @@ class IouTracker:
         """Some track has been found by one detection only: detect again soon, so its motion is
         measured before its box has to be moved far."""
         return self.options.motion and any(t.hits < 2 for t in self.tracks)
+
+
+def _clip(box: Box, size: tuple[int, int]) -> Box:
+    """The part of `box` inside a frame of `size` (w, h), as detectors give their boxes."""
+    x, y, w, h = box
+    x0, y0 = max(x, 0), max(y, 0)
+    return x0, y0, max(1, min(x + w, size[0]) - x0), max(1, min(y + h, size[1]) - y0)
 
 
 def _inside(box: Box, size: tuple[int, int]) -> float:
