@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_fer.pipeline.tracking import BoxKalman, IouTracker, TrackerOptions
-from walkpast import make_walk_past, score_tracks
+from walkpast import CLIPS, make_walk_past, score_tracks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from tracking import MAX_TRACKS_PER_PERSON, MIN_BETWEEN_IOU, track_clip  # noqa: E402
@@ -99,6 +99,18 @@ def test_walk_past_clip_one_track_per_person(detector, walk_clip, classifier, re
     assert score.tracks_covering_two == 0 and score.stray_tracks <= 1, score
     assert score.between_frames > 100 and score.between_iou >= MIN_BETWEEN_IOU, score
     assert score.missed < 0.25, score
+
+
+def test_panned_clip_keeps_one_track_per_person_with_haar(images_dir, classifier, tmp_path):
+    """Everyone moving at 13 px per frame with detection every 5th frame: 65 px between
+    detections, more than the faces' width. Before motion: 40 tracks for 6 people."""
+    walks, length = CLIPS["pan"]
+    clip = make_walk_past(tmp_path / "pan.mp4", images_dir, length, walks=walks)
+    score = score_tracks(clip, track_clip(clip, "haar", classifier)[0])
+    assert score.people == 6 and score.tracks_per_person <= MAX_TRACKS_PER_PERSON, score
+    assert score.tracks_covering_two == 0 and score.between_iou >= MIN_BETWEEN_IOU, score
+    before = score_tracks(clip, track_clip(clip, "haar", classifier, motion=False)[0])
+    assert before.tracks_per_person > 3 * score.tracks_per_person, before
 
 
 def test_walk_past_clip_counts_people_with_the_readme_example(walk_clip, default_model):

@@ -58,12 +58,27 @@ WALKS = [
 ]
 
 
+#: A camera panning across a group: everyone moving the same way at 13 px per frame (the panned
+#: clip of issue 29, where the tracker before motion made 40 tracks of six people).
+PAN = [
+    Walker(0, -1, 13.0, 140, 110),
+    Walker(8, -1, 13.0, 330, 110),
+    Walker(30, -1, 13.0, 230, 100),
+    Walker(50, -1, 13.0, 120, 120),
+    Walker(65, -1, 13.0, 350, 104),
+    Walker(85, -1, 13.0, 240, 116),
+]
+#: Clips by name: their walks and frame counts.
+CLIPS = {"walk-past": (WALKS, 330), "pan": (PAN, 150)}
+
+
 @dataclass
 class WalkClip(Clip):
     walkers: list[Walker] = field(default_factory=list)
 
 
-def walker_sprites(images_dir: Path, margin: float = 0.35) -> list[np.ndarray]:
+def walker_sprites(images_dir: Path, walks: list[Walker] = WALKS,
+                   margin: float = 0.35) -> list[np.ndarray]:
     """Per walker: their face with `margin` of the photo around it, at their face size."""
     import cv2
 
@@ -71,7 +86,7 @@ def walker_sprites(images_dir: Path, margin: float = 0.35) -> list[np.ndarray]:
 
     photos: dict[str, np.ndarray] = {}
     sprites = []
-    for (name, (x, y, w, h)), walk in zip(WALKER_FACES, WALKS):
+    for (name, (x, y, w, h)), walk in zip(WALKER_FACES, walks):
         photo = photos.get(name)
         if photo is None:
             photo = photos[name] = read_image(Path(images_dir) / name)
@@ -83,14 +98,17 @@ def walker_sprites(images_dir: Path, margin: float = 0.35) -> list[np.ndarray]:
 
 
 def make_walk_past(path: str | os.PathLike, images_dir: Path, frames: int = 330,
-                   fps: float = 30.0, size: tuple[int, int] = (640, 480)) -> WalkClip:
+                   fps: float = 30.0, size: tuple[int, int] = (640, 480),
+                   walks: list[Walker] | None = None) -> WalkClip:
     """Write the walk-past clip to `path` (.mp4); boxes[frame][person] is the person's face box
-    clipped to the frame while at least half of the face is in view, else None."""
+    clipped to the frame while at least half of the face is in view, else None. `walks` (one
+    per face of `WALKER_FACES`, at most six) replaces `WALKS`."""
+    walks = list(WALKS if walks is None else walks)
     import cv2
 
     w, h = size
     background = textured_background(size, seed=29)
-    sprites = walker_sprites(images_dir)
+    sprites = walker_sprites(images_dir, walks)
     writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
@@ -98,7 +116,7 @@ def make_walk_past(path: str | os.PathLike, images_dir: Path, frames: int = 330,
     for i in range(frames):
         frame = background.copy()
         row: list = []
-        for k, (walk, sprite) in enumerate(zip(WALKS, sprites)):
+        for k, (walk, sprite) in enumerate(zip(walks, sprites)):
             sh, sw = sprite.shape[:2]
             t = i - walk.enter
             travel = w + sw
@@ -122,7 +140,7 @@ def make_walk_past(path: str | os.PathLike, images_dir: Path, frames: int = 330,
         boxes.append(row)
         writer.write(frame)
     writer.release()
-    return WalkClip(Path(path), frames, fps, size, boxes, list(WALKS))
+    return WalkClip(Path(path), frames, fps, size, boxes, walks)
 
 
 @dataclass
