@@ -205,12 +205,17 @@ class OutputOptions:
     token: str | None = None
     """Access token for `serve`, required on a non-loopback address."""
     blur_faces: bool = False
-    """Blur each face in what is shown and kept (the served stream, the window, the recording);
-    the model still sees the faces."""
+    """Blur each face the detector found, and its tracked box between detections, in what is
+    shown and kept (the served stream, the window, the recording); the model still sees the
+    faces. A face the detector missed stays sharp: see `privacy`."""
     faces_api: str = "full"
     """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
     "aggregate" (faces per label only). "aggregate" also keeps boxes and track ids out of the
     MQTT events."""
+    privacy: str | None = None
+    """What is hidden in what is shown and kept: "faces" (as `blur_faces`) or "frame" (the
+    whole picture blurred, boxes and labels drawn on top: a face the detector missed is never
+    shown)."""
     mqtt: str | None = None
     """Publish availability, state and face events to the MQTT broker at this URL
     (`mqtt://HOST[:PORT]`, `mqtts://HOST[:PORT]`), with Home Assistant discovery; see
@@ -248,10 +253,10 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
         cleanup.callback(json_log.close)
         sinks.append(json_log)
     if out.display or (out.display is None and gui_problem() is None):
-        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces))
+        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces, privacy=out.privacy))
     if out.record:
         sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite,
-                                  blur_faces=out.blur_faces))
+                                  blur_faces=out.blur_faces, privacy=out.privacy))
     for sink in sinks:
         pipeline.add_sink(sink)
 
@@ -307,6 +312,7 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack,
 
     return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
         out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api,
+        privacy=out.privacy,
         max_pixels=max_pixels)))
 
 

@@ -509,7 +509,8 @@ def _read_bytes(path) -> bytes:
 @click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
               help="Frames of scores averaged per face (1 = off).")
 @click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
-              help="Box overlap for a detection to continue a track.")
+              help="Box overlap for a detection to continue a track (with the track's box "
+                   "moved to the detection's frame by the face's speed).")
 @click.option("--log-json", type=click.Path(dir_okay=False),
               help="Append JSON lines to FILE: stats every --log-interval, face events (time, "
                    "track, box, label, scores; never pixels), a summary.")
@@ -532,8 +533,10 @@ def _read_bytes(path) -> bytes:
                    "refused; strftime fields name each run's own.")
 @click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
 @click.option("--blur-faces", is_flag=True,
-              help="Blur every face in what is shown or kept: the served stream, the window and "
-                   "--record (the model still sees the faces).")
+              help="Blur the faces the detector finds, and their tracked boxes between "
+                   "detections, in what is shown or kept: the served stream, the window and "
+                   "--record (the model still sees the faces). A face the detector misses stays "
+                   "sharp: where that must never happen use --privacy frame.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -549,6 +552,10 @@ def _read_bytes(path) -> bytes:
               show_default=True,
               help="What /api/faces tells: full (each face's track id, box, label, scores) or "
                    "aggregate (how many faces show each label: no boxes, no track ids).")
+@click.option("--privacy", type=click.Choice(["faces", "frame"]),
+              help="What to hide in the served stream, the window and --record: faces (as "
+                   "--blur-faces) or frame (the whole picture blurred beyond recognition, boxes "
+                   "and labels drawn on top, so a face the detector misses is never shown).")
 @mqtt_options
 @handle_errors
 def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
@@ -556,7 +563,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
-        token, faces_api, mqtt, mqtt_device, mqtt_prefix, mqtt_ca, mqtt_required):
+        token, faces_api, privacy, mqtt, mqtt_device, mqtt_prefix, mqtt_ca, mqtt_required):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -586,7 +593,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
                         results=results, overwrite=overwrite, serve=serve, token=token,
-                        blur_faces=blur_faces, faces_api=faces_api, mqtt=mqtt,
+                        blur_faces=blur_faces, faces_api=faces_api, privacy=privacy, mqtt=mqtt,
                         mqtt_device=mqtt_device, mqtt_prefix=mqtt_prefix, mqtt_ca=mqtt_ca,
                         mqtt_required=mqtt_required)
     out.mqtt_username, out.mqtt_password = mqtt_credentials()

@@ -57,7 +57,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                   "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration"),
+    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration",
+               "privacy"),
     "server": ("serve", "token", "faces_api"),
     "mqtt": ("mqtt", "mqtt_device", "mqtt_prefix", "mqtt_ca", "mqtt_required"),
 }
