@@ -614,16 +614,19 @@ def _one_source(ctx, camera, source):
               help="Also draw the confusion matrix to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @max_pixels_option
+@click.option("--votes", type=click.Path(dir_okay=False),
+              help="FER+ votes file (the shared ferplus.csv layout) to score the FER+ majority "
+                   "against as well (default: ferplus.csv beside the --data folder, when there).")
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
              detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
-             detect, plot, as_json, max_pixels):
+             detect, plot, as_json, max_pixels, votes):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
     from edge_fer.api import model_path
     from edge_fer.datasets import load_labelled, remap_labels
-    from edge_fer.evaluate import detect_largest_faces, evaluate_probs
+    from edge_fer.evaluate import detect_largest_faces, evaluate_with_votes
 
     path = model_path(model)
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
@@ -651,7 +654,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
                                         limit=limit, classes=clf.labels, max_pixels=max_pixels),
                           clf.labels)
-    scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
+    result = evaluate_with_votes(lambda x: clf.predict_proba(list(x)), ds, data, votes)
+    scores = result.scores
     if plot:
         from pathlib import Path
 
@@ -659,17 +663,20 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         from edge_fer_convert.plots import confusion_png
 
         name = Path(path).name + (" + mirror" if tta else "")
-        write_atomically(Path(plot), confusion_png([(name, scores.to_dict())],
-                                                   title=f"{Path(data).name}, {scores.count} faces"))
+        panels = [(name + (", FER2013 labels" if result.ferplus else ""), scores.to_dict())]
+        if result.ferplus:
+            panels.append((f"{name}, FER+ majority ({result.ferplus.scores.count} faces)",
+                           result.ferplus.scores.to_dict()))
+        write_atomically(Path(plot), confusion_png(panels, title=f"{Path(data).name}, {scores.count} faces"))
     if as_json:
-        click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
+        click.echo(json.dumps({"model": path, "data": data, **extra, **result.to_dict()}))
     else:
         click.echo(f"model: {path}")
         if extra:
             total = extra["detected"] + extra["undetected"]
             click.echo(f"faces detected in {extra['detected']} of {total} images "
                        f"(scores below are over those)")
-        click.echo(scores.table())
+        click.echo(result.table())
 
 
 def _is_dir(path: str) -> bool:
