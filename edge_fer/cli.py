@@ -625,8 +625,7 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
     import json
 
     from edge_fer.api import model_path
-    from edge_fer.datasets import load_labelled, remap_labels
-    from edge_fer.evaluate import detect_largest_faces, evaluate_with_votes
+    from edge_fer.evaluate import evaluate_classifier
 
     path = model_path(model)
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
@@ -636,25 +635,10 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
                                    crop_margin=crop_margin)
     else:
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
-    extra = {}
-    if detect:
-        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
-                           max_pixels=max_pixels)
-        ds = remap_labels(ds, clf.labels)
-        det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                            detect_width, backend)
-        ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
-        extra = {"detected": len(ds), "undetected": missed}
-        if len(ds) == 0:
-            from edge_fer.errors import InputError
-
-            raise InputError(f"the detector found no face in any image of {data}: "
-                             "try --no-detect for face crops, or a smaller --min-face")
-    else:
-        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
-                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
-                          clf.labels)
-    result = evaluate_with_votes(lambda x: clf.predict_proba(list(x)), ds, data, votes)
+    det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
+                        detect_width, backend) if detect else None
+    result, extra = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
+                                        max_pixels=max_pixels, votes=votes)
     scores = result.scores
     if plot:
         from pathlib import Path

@@ -11,10 +11,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edge_fer.datasets import LabelledImages
+from edge_fer.datasets import LabelledImages, load_labelled, remap_labels
 from edge_fer.detector import FaceDetector, crop_detected
 from edge_fer.errors import InputError
 from edge_fer.ferplus import PROTOCOL, VoteCounts, VotesDoNotFit, default_votes_file, load_folder_votes
+from edge_fer.images import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +194,30 @@ def evaluate_with_votes(predict: Callable[[np.ndarray], np.ndarray], data: Label
     ferplus = score(fv.majority[kept], preds[kept], data.classes)
     ferplus.seconds_per_face = seconds
     return Evaluation(own, VotesScores(ferplus, fv.counts, str(path)))
+
+
+def evaluate_classifier(clf, data: str | os.PathLike, *, usage: str | None = None,
+                        limit: int | None = None, detector: FaceDetector | None = None,
+                        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                        votes: str | os.PathLike | None = None) -> tuple[Evaluation, dict]:
+    """Score the classifier `clf` (`.tflite` or Keras: `predict_proba`, `labels`, `input_size`,
+    `color`, `crop_margin`) on the labelled faces at `data`, and against their FER+ majority
+    where there are votes (`evaluate_with_votes`).
+
+    With `detector`, each image's largest detected face is scored (images without one are left
+    out); the second value then says how many images had a face (`detected`, `undetected`).
+    """
+    extra: dict = {}
+    if detector is not None:
+        ds = remap_labels(load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
+                                        max_pixels=max_pixels), clf.labels)
+        ds, missed = detect_largest_faces(ds, detector, clf.input_size, clf.color, clf.crop_margin)
+        extra = {"detected": len(ds), "undetected": missed}
+        if len(ds) == 0:
+            raise InputError(f"the detector found no face in any image of {data}: "
+                             "try --no-detect for face crops, or a smaller --min-face")
+    else:
+        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
+                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
+                          clf.labels)
+    return evaluate_with_votes(lambda x: clf.predict_proba(list(x)), ds, data, votes), extra

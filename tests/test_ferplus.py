@@ -218,3 +218,15 @@ def test_evaluate_on_a_real_privatetest_sample(fer_dir, default_model):
     assert fp["accuracy"] == pytest.approx(right / len(kept), abs=1e-4)
     # The card's FER+ figure on all 3,304 faces is 69.9 %; 370 faces have a standard error of 2.4.
     assert 0.62 < fp["accuracy"] < 0.78
+
+
+def test_the_python_api_carries_both(folder, default_model):
+    import edge_fer
+
+    result = edge_fer.evaluate_model(folder / "privatetest", model=default_model)
+    assert isinstance(result, edge_fer.Evaluation)
+    assert result.scores.count == 11 and result.ferplus.scores.count == 5
+    assert result.to_dict()["ferplus"]["faces"]["tie"] == 1
+    (folder / "ferplus.csv").unlink()
+    result = edge_fer.evaluate_model(folder / "privatetest", model=default_model)
+    assert result.ferplus is None and "votes file" in result.note
