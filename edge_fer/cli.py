@@ -701,6 +701,14 @@ def _is_dir(path: str) -> bool:
               help="Run the teacher once on this many views of each training face (the face and "
                    "augmented copies, cached as OUT.views.npz) and train on those views with their "
                    "own targets; 0 reuses the plain face's target for each augmented copy.")
+@click.option("--targets", type=click.Choice(["labels", "votes", "majority"]), default="labels",
+              show_default=True,
+              help="Learn each face's folder label, its FER+ vote distribution, or its FER+ "
+                   "majority; with votes or majority, faces without votes keep their label and "
+                   "the best epoch is the best FER+ majority accuracy on --val.")
+@click.option("--votes", type=click.Path(dir_okay=False),
+              help="FER+ votes file for --targets votes/majority (default: ferplus.csv beside "
+                   "the --data folder).")
 @handle_errors
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.
@@ -721,7 +729,8 @@ def train(output, **kw):
         click.echo("edge-fer: no --weights given: ImageNet weights cannot be downloaded here, "
                    "training the backbone from scratch", err=True)
     result = run_training(TrainOptions(**kw), output, command=command_line())
-    click.echo(f"wrote {result.output}: best validation accuracy {result.best_val_accuracy:.4f} "
+    which = "" if kw["targets"] == "labels" else " (FER+ majority)"
+    click.echo(f"wrote {result.output}: best validation accuracy{which} {result.best_val_accuracy:.4f} "
                f"at epoch {result.best_epoch} ({result.params} params, {result.seconds:.0f} s)")
 
 

@@ -285,3 +285,29 @@ def load_folder_votes(votes_file: str | os.PathLike, folder: str | os.PathLike,
                       paths: Sequence[str], classes: Sequence[str]) -> FolderVotes:
     """`read_votes` then `folder_votes`: the votes of the loaded files `paths` of `folder`."""
     return folder_votes(read_votes(votes_file), folder, paths, classes, votes_file)
+
+
+#: `edge-fer train --targets`: what a face with votes is trained towards.
+TARGETS = ("labels", "votes", "majority")
+
+
+def training_targets(fv: FolderVotes, labels: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-face training targets (N x classes, rows summing to 1) and which faces to train on.
+
+    `votes`: the normalised 7-class vote distribution (the FER+ paper's best scheme,
+    cross-entropy against it), ties included; `majority`: the one-hot majority, ties left out.
+    Both leave out faces whose majority is contempt, unknown or not-a-face, and fall back on the
+    folder's own label (`labels`, FER2013's) only where a face has no votes at all.
+    """
+    if mode not in ("votes", "majority"):
+        raise ValueError(f"unknown vote targets {mode!r}")
+    outcome = np.asarray(fv.outcomes)
+    no_votes = outcome == UNMATCHED
+    targets = np.eye(len(fv.classes), dtype=np.float32)[labels]
+    if mode == "votes":
+        use = ~no_votes & np.isin(outcome, [KEPT, TIE]) & fv.has_votes
+        targets[use] = fv.distributions[use]
+    else:
+        use = outcome == KEPT
+        targets[use] = np.eye(len(fv.classes), dtype=np.float32)[fv.majority[use]]
+    return targets, use | no_votes

@@ -230,3 +230,23 @@ def test_the_python_api_carries_both(folder, default_model):
     (folder / "ferplus.csv").unlink()
     result = edge_fer.evaluate_model(folder / "privatetest", model=default_model)
     assert result.ferplus is None and "votes file" in result.note
+
+
+def test_training_targets(folder):
+    from edge_fer.ferplus import training_targets
+
+    data = load_labelled(folder / "privatetest", classes=CLASSES)
+    fv = load_folder_votes(folder / "ferplus.csv", folder / "privatetest", data.paths, CLASSES)
+    name = [p.rsplit("/", 1)[1][0] for p in data.paths]
+    targets, keep = training_targets(fv, data.labels, "votes")
+    # Ties train on their split distribution; contempt, unknown and not-a-face majorities are
+    # left out; faces without votes keep the folder's label.
+    assert {n for n, k in zip(name, keep) if not k} == {"d", "e", "f"}
+    c = targets[name.index("c")]
+    assert c[CLASSES.index("sad")] == pytest.approx(0.5) and c[CLASSES.index("neutral")] == pytest.approx(0.5)
+    assert targets[name.index("b")][CLASSES.index("neutral")] == pytest.approx(0.6)
+    assert targets[name.index("g")][CLASSES.index("surprise")] == 1.0
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+    targets, keep = training_targets(fv, data.labels, "majority")
+    assert {n for n, k in zip(name, keep) if not k} == {"c", "d", "e", "f"}
+    assert targets[name.index("b")][CLASSES.index("neutral")] == 1.0
