@@ -75,10 +75,14 @@ def disagreeing(tmp_path_factory):
     return root
 
 
+def tiny_args(root, out, *extra, val=None):
+    return ["train", "--arch", "edgenet-s", "--data", root / "train", "--val", val or root / "publictest",
+            "--epochs", 8, "--batch-size", 16, "--lr", 5e-3, "--warmup-epochs", 0, "--augment", "none",
+            "--seed", 3, "-o", out, *extra]
+
+
 def tiny(root, out, *extra, val=None):
-    return run_cli("train", "--arch", "edgenet-s", "--data", root / "train",
-                   "--val", val or root / "publictest", "--epochs", 8, "--batch-size", 16,
-                   "--lr", 5e-3, "--warmup-epochs", 0, "--augment", "none", "--seed", 3, "-o", out, *extra)
+    return run_cli(*tiny_args(root, out, *extra, val=val))
 
 
 def ferplus_accuracy(model, root):
@@ -141,3 +145,30 @@ def test_vote_options_fail_in_one_line(tmp_path, disagreeing):
     assert_one_line_error(proc, "--votes is for --targets votes or majority", code=2)
     proc = tiny(disagreeing, tmp_path / "m.keras", "--targets", "votes", "--votes", tmp_path / "absent.csv")
     assert_one_line_error(proc, "not found", "absent.csv", code=3)
+
+
+def test_an_interrupted_votes_run_resumes_with_the_same_command(tmp_path, disagreeing):
+    import signal
+    import time
+
+    out = tmp_path / "resumed.keras"
+    args = tiny_args(disagreeing, out, "--targets", "votes")
+    history = tmp_path / "resumed.history.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "edge_fer", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    done = len(history.read_text().splitlines()) - 1
+    assert 2 <= done < 8, "stopped part-way"
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
+    assert epochs == list(range(8)), "the second sitting went on from where the first stopped"
+    prov = json.loads((tmp_path / "resumed.keras.json").read_text())["provenance"]
+    assert prov["targets"] == "votes" and prov["best_val_accuracy"] >= 0.9
