@@ -230,7 +230,21 @@ def default_votes_file(data: str | os.PathLike) -> Path:
     """Where the votes of the split folder `data` are looked for without --votes: beside it,
     as in the shared layout (`datasets/fer2013/{train,publictest,privatetest}` and
     `datasets/fer2013/ferplus.csv`)."""
-    return Path(data).resolve().parent / VOTES_NAME
+    return _absolute(data).parent / VOTES_NAME
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    """`path` made absolute without following links: a sample folder of links to the shared
+    files is still looked up by its own layout."""
+    return Path(os.path.abspath(path))
+
+
+def _key(path: str | os.PathLike, base: Path) -> str | None:
+    """`path` relative to `base` as the votes file writes it, or None when it is not under it."""
+    try:
+        return _absolute(path).relative_to(base).as_posix()
+    except ValueError:
+        return None
 
 
 def folder_votes(rows: dict[str, FaceVotes], folder: str | os.PathLike, paths: Sequence[str],
@@ -244,7 +258,7 @@ def folder_votes(rows: dict[str, FaceVotes], folder: str | os.PathLike, paths: S
     under it); rows of other splits are ignored. InputError when the votes name a missing file,
     name no file of `folder` at all, or when `classes` lacks one of the 7.
     """
-    folder = Path(folder).resolve()
+    folder = _absolute(folder)
     missing = [c for c in CLASSES if c not in classes]
     if missing:
         raise VotesDoNotFit(f"FER+ scoring needs the 7 classes {', '.join(CLASSES)}; the model has no "
@@ -255,7 +269,7 @@ def folder_votes(rows: dict[str, FaceVotes], folder: str | os.PathLike, paths: S
         raise VotesDoNotFit(f"{votes_file}: no row names a file of {folder} (paths would start with {split})")
     if folder_files is None:
         folder_files = [p for p in folder.rglob("*") if p.is_file()]
-    present = {Path(p).resolve().relative_to(folder.parent).as_posix() for p in folder_files}
+    present = {_key(p, folder.parent) for p in folder_files}
     absent = sorted((v.line, k) for k, v in ours.items() if k not in present)
     if absent:
         line, name = absent[0]
@@ -267,7 +281,7 @@ def folder_votes(rows: dict[str, FaceVotes], folder: str | os.PathLike, paths: S
     outcomes = []
     counts = VoteCounts(faces=len(paths))
     for i, p in enumerate(paths):
-        face = ours.get(Path(p).resolve().relative_to(folder.parent).as_posix())
+        face = ours.get(_key(p, folder.parent))
         outcome = UNMATCHED if face is None else face.outcome
         outcomes.append(outcome)
         setattr(counts, outcome, getattr(counts, outcome) + 1)

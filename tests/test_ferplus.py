@@ -250,3 +250,20 @@ def test_training_targets(folder):
     targets, keep = training_targets(fv, data.labels, "majority")
     assert {n for n, k in zip(name, keep) if not k} == {"c", "d", "e", "f"}
     assert targets[name.index("b")][CLASSES.index("neutral")] == 1.0
+
+
+def test_a_sample_folder_of_links_is_looked_up_by_its_own_layout(fer_dir, tmp_path, default_model):
+    """A user's sample of the shared folder, made of symbolic links, beside a link to the votes."""
+    root = tmp_path / "sample"
+    for cls in CLASSES:
+        (root / "privatetest" / cls).mkdir(parents=True)
+        for f in sorted((fer_dir / "privatetest" / cls).iterdir())[:6]:
+            (root / "privatetest" / cls / f.name).symlink_to(f)
+    rows = list(csv.reader(open(fer_dir / "ferplus.csv")))
+    wanted = {f"privatetest/{c}/{f.name}" for c in CLASSES for f in (root / "privatetest" / c).iterdir()}
+    write_votes(root / "ferplus.csv", [r for r in rows[1:] if r[0] in wanted])
+    r = invoke("evaluate", "--data", root / "privatetest", "--json", "-m", default_model)
+    assert r.exit_code == 0, r.output
+    faces = json.loads(r.output)["ferplus"]["faces"]
+    assert faces["faces"] == 42 and faces["kept"] > 30
+    assert faces["unmatched"] == sum(1 for r in rows[1:] if r[0] in wanted and r[2] == "none")
