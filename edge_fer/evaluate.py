@@ -163,9 +163,11 @@ def votes_for(data_source: str | os.PathLike, votes: str | os.PathLike | None) -
             raise InputError(f"--votes needs a folder of class subfolders as the data, not {data_source}")
         return Path(votes), None
     found = default_votes_file(data_source) if Path(data_source).is_dir() else None
-    if found is None or not found.is_file():
-        return None, (f"FER+ figures need the votes file: none at {found}; give one with --votes FILE"
-                      if found is not None else "FER+ figures need a folder of faces and its votes file (--votes FILE)")
+    if found is None:
+        return None, ("FER+ figures need the votes file and a folder of FER2013 files (ferplus.csv "
+                      "beside it, or --votes FILE): votes are matched by file name, not CSV or .npz rows")
+    if not found.is_file():
+        return None, f"FER+ figures need the votes file: none at {found}; give one with --votes FILE"
     return found, None
 
 
