@@ -30,6 +30,7 @@ from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, FaceDetector, create_detector
 from edge_fer.detector.base import as_uint8_frame
 from edge_fer.errors import InputError, UsageError
+from edge_fer.evaluate import Evaluation, evaluate_classifier
 from edge_fer.images import DEFAULT_MAX_PIXELS, iter_image_paths, read_image
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source
 from edge_fer.pipeline.capture import Source
@@ -90,6 +91,23 @@ def load_detector(detector: str = DEFAULT_DETECTOR, *, detect_score: float | Non
         min_neighbors=min_neighbors, min_size=min_face, detect_width=detect_width,
         min_score=detect_score, backend=None if backend in (None, "auto") else backend))
 
+
+
+def evaluate_model(data: str | os.PathLike, *, model: str | os.PathLike | None = None,
+             votes: str | os.PathLike | None = None, usage: str | None = None,
+             limit: int | None = None, detector: str | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, **classifier: Any) -> Evaluation:
+    """`edge-fer evaluate` (named so because `edge_fer.evaluate` is the scoring module): the `.tflite` model (see `model_path`) scored on the labelled faces
+    at `data` (a folder of class subfolders, the FER2013 CSV with `usage`, an `.npz`), against
+    their labels and, where there are FER+ votes (`votes`, else `ferplus.csv` beside the
+    folder), against the FER+ majority (`Evaluation.ferplus`; `Evaluation.note` says why not).
+    `detector` (a name) scores each image's largest detected face; `classifier` takes
+    `load_classifier`'s keywords."""
+    clf = load_classifier(model, **classifier)
+    det = load_detector(detector, backend=classifier.get("backend")) if detector else None
+    result, _ = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
+                                    max_pixels=max_pixels, votes=votes)
+    return result
 
 def load_image(image: ImageInput) -> np.ndarray:
     """`image` as a uint8 frame a detector takes (BGR H x W x 3 or gray H x W).

@@ -705,16 +705,18 @@ def _one_source(ctx, camera, source):
               help="Also draw the confusion matrix to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @max_pixels_option
+@click.option("--votes", type=click.Path(dir_okay=False),
+              help="FER+ votes file (the shared ferplus.csv layout) to score the FER+ majority "
+                   "against as well (default: ferplus.csv beside the --data folder, when there).")
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
              detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
-             detect, plot, as_json, max_pixels):
+             detect, plot, as_json, max_pixels, votes):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
     from edge_fer.api import model_path
-    from edge_fer.datasets import load_labelled, remap_labels
-    from edge_fer.evaluate import detect_largest_faces, evaluate_probs
+    from edge_fer.evaluate import evaluate_classifier
 
     path = model_path(model)
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
@@ -724,25 +726,11 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
                                    crop_margin=crop_margin)
     else:
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
-    extra = {}
-    if detect:
-        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
-                           max_pixels=max_pixels)
-        ds = remap_labels(ds, clf.labels)
-        det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                            detect_width, backend)
-        ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
-        extra = {"detected": len(ds), "undetected": missed}
-        if len(ds) == 0:
-            from edge_fer.errors import InputError
-
-            raise InputError(f"the detector found no face in any image of {data}: "
-                             "try --no-detect for face crops, or a smaller --min-face")
-    else:
-        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
-                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
-                          clf.labels)
-    scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
+    det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
+                        detect_width, backend) if detect else None
+    result, extra = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
+                                        max_pixels=max_pixels, votes=votes)
+    scores = result.scores
     if plot:
         from pathlib import Path
 
@@ -750,17 +738,20 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         from edge_fer_convert.plots import confusion_png
 
         name = Path(path).name + (" + mirror" if tta else "")
-        write_atomically(Path(plot), confusion_png([(name, scores.to_dict())],
-                                                   title=f"{Path(data).name}, {scores.count} faces"))
+        panels = [(name + (", FER2013 labels" if result.ferplus else ""), scores.to_dict())]
+        if result.ferplus:
+            panels.append((f"{name}, FER+ majority ({result.ferplus.scores.count} faces)",
+                           result.ferplus.scores.to_dict()))
+        write_atomically(Path(plot), confusion_png(panels, title=f"{Path(data).name}, {scores.count} faces"))
     if as_json:
-        click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
+        click.echo(json.dumps({"model": path, "data": data, **extra, **result.to_dict()}))
     else:
         click.echo(f"model: {path}")
         if extra:
             total = extra["detected"] + extra["undetected"]
             click.echo(f"faces detected in {extra['detected']} of {total} images "
                        f"(scores below are over those)")
-        click.echo(scores.table())
+        click.echo(result.table())
 
 
 def _is_dir(path: str) -> bool:
@@ -801,6 +792,14 @@ def _is_dir(path: str) -> bool:
               help="Run the teacher once on this many views of each training face (the face and "
                    "augmented copies, cached as OUT.views.npz) and train on those views with their "
                    "own targets; 0 reuses the plain face's target for each augmented copy.")
+@click.option("--targets", type=click.Choice(["labels", "votes", "majority"]), default="labels",
+              show_default=True,
+              help="Learn each face's folder label, its FER+ vote distribution, or its FER+ "
+                   "majority; with votes or majority, faces without votes keep their label and "
+                   "the best epoch is the best FER+ majority accuracy on --val.")
+@click.option("--votes", type=click.Path(dir_okay=False),
+              help="FER+ votes file for --targets votes/majority (default: ferplus.csv beside "
+                   "the --data folder).")
 @handle_errors
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.
@@ -821,7 +820,8 @@ def train(output, **kw):
         click.echo("edge-fer: no --weights given: ImageNet weights cannot be downloaded here, "
                    "training the backbone from scratch", err=True)
     result = run_training(TrainOptions(**kw), output, command=command_line())
-    click.echo(f"wrote {result.output}: best validation accuracy {result.best_val_accuracy:.4f} "
+    which = "" if kw["targets"] == "labels" else " (FER+ majority)"
+    click.echo(f"wrote {result.output}: best validation accuracy{which} {result.best_val_accuracy:.4f} "
                f"at epoch {result.best_epoch} ({result.params} params, {result.seconds:.0f} s)")
 
 
