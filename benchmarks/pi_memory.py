@@ -125,7 +125,7 @@ def watch_stream(port: int, stop: threading.Event) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--env", type=Path, required=True, help="A guest made with `ci/arm64.sh prepare DIR`.")
+    ap.add_argument("--env", type=Path, help="A guest made with `ci/arm64.sh prepare DIR` (required).")
     ap.add_argument("--config", type=Path, default=REPO / "systemd" / "config.zero.toml",
                     help="The config to run with (default: the small-board profile).")
     ap.add_argument("--view", default="zero2w", help="CPU view of the guest (zero2w, pi3, pi4, pi5).")
@@ -137,7 +137,7 @@ def main() -> None:
     if a.guest is not None:
         print("PI_MEMORY " + json.dumps(guest(a.guest, a.interval)))
         return
-    if not (a.env / "guest").is_file():
+    if a.env is None or not (a.env / "guest").is_file():
         raise SystemExit(f"pi_memory: {a.env} is not a prepared guest: run 'sudo bash ci/arm64.sh prepare {a.env}'")
     if not a.config.is_file():
         raise SystemExit(f"pi_memory: no config file {a.config}")
@@ -145,19 +145,23 @@ def main() -> None:
     if cpu is None:
         raise SystemExit(f"pi_memory: unknown view {a.view}: zero2w, pi3, pi4 or pi5")
     shared = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
-    sys.path.insert(0, str(REPO / "tests"))
-    from clips import make_clip
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="pi-memory-") as tmp:
         clip = Path(tmp) / "clip.mp4"
-        make_clip(clip, shared / "images", frames=a.frames)
+        # The clip is made by the guest (tests/clips.py needs OpenCV, which the host may lack).
+        env = {**os.environ, "ARM64_CPU": cpu, "ARM64_VIEW": a.view,
+               "PYTHONPATH": f"{REPO / 'tests' / 'fake_picamera2'}:{REPO / 'tests'}"}
+        r = subprocess.run([str(a.env / "guest"), "-c", "import sys; from pathlib import Path; from clips import "
+                            "make_clip; make_clip(sys.argv[1], Path(sys.argv[2]), frames=int(sys.argv[3]))",
+                            str(clip), str(shared / "images"), str(a.frames)], env=env, text=True,
+                           capture_output=True)
+        if r.returncode != 0 or not clip.is_file():
+            sys.stderr.write(r.stderr[-3000:])
+            raise SystemExit(f"pi_memory: cannot make the test clip in the guest (exit {r.returncode})")
         run_args = ["run", "--config", str(a.config.resolve()), "--max-frames", str(a.frames),
                     "--log-json", str(Path(tmp) / "run.jsonl"), "--serve", f"127.0.0.1:{port}",
                     "--headless"]
-        env = {**os.environ, "ARM64_CPU": cpu, "ARM64_VIEW": a.view,
-               "EDGE_FER_FAKE_CAMERA_CLIP": str(clip), "EDGE_FER_FAKE_CAMERA_FPS": "5",
-               "PYTHONPATH": f"{REPO / 'tests' / 'fake_picamera2'}:{REPO / 'tests'}"}
+        env.update(EDGE_FER_FAKE_CAMERA_CLIP=str(clip), EDGE_FER_FAKE_CAMERA_FPS="5")
         stop = threading.Event()
         viewer = threading.Thread(target=watch_stream, args=(port, stop), daemon=True)
         viewer.start()

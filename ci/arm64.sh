@@ -28,7 +28,11 @@
 #      "zero2w"; "" skips it). XNNPACK picks its int8 kernels by the core it sees (the A53 gets
 #      its own in-order GEMM kernels), so these are the checks whose answers can change with the
 #      core; the live run and the pytest files exercise Python code that does not, and run on the
-#      A72 view only, which keeps the A53 pass to about 2 minutes.
+#      A72 view only, which keeps the A53 pass to about 2 minutes;
+#   5. on the first suite, `benchmarks/pi_budget.py --cores a53 --reps 1 --json` (the
+#      instruction-counting plugin of `prepare` below) must count every stage: capture, each
+#      detector, each shipped model, the pipeline (EDGE_FER_ARM64_BUDGET_CORES, default "a53";
+#      "" skips it; about 2 minutes).
 # Any difference, crash or missing piece fails the lane (exit 1) with the reason; a missing tool
 # or a lane that cannot start exits 2 with one line.
 #
@@ -54,6 +58,8 @@ MODELS=${EDGE_FER_ARM64_MODELS:-}
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}
 # Further CPU views whose answers are compared with x86 on the first suite (see 4. above).
 EXTRA_VIEWS=${EDGE_FER_ARM64_EXTRA_VIEWS-zero2w}
+# Cores benchmarks/pi_budget.py counts on the first suite, each checked to cover every stage (see 5.).
+BUDGET_CORES=${EDGE_FER_ARM64_BUDGET_CORES-a53}
 PINS=$REPO/ci/arm64-pins.txt
 # The runtime's own tests that need no TensorFlow and start no child Python (qemu-user cannot
 # exec an aarch64 binary without binfmt_misc, which a CI container does not have; so the
@@ -341,6 +347,7 @@ lane() { # SUITE
       VIEW=$view probe_interpreter
       answers "$suite" "$view"
     done
+    [ -z "$BUDGET_CORES" ] || budget "$suite"
   fi
 }
 
@@ -436,6 +443,13 @@ prepare() { # DIR: guest venv, CPU views, the plugin and DIR/guest, a wrapper th
   for v in $VIEWS; do mkfake "$dir/fake/$v" "$v"; done
   qemu_plugin
   WORK=$dir guest_venv "$suite" || die "edge-fer does not install in the guest (see $dir/guest-pip-$suite.log)"
+  write_guest "$dir"
+  echo "prepared: $dir/guest"
+}
+
+write_guest() { # DIR: DIR/guest, the guest's python ($GROOT, $GVENV) under qemu-user seeing the
+                # CPU view DIR/fake/$ARM64_VIEW; ARM64_PLUGIN=1 runs it with the icount plugin
+  local dir=$1
   cat >"$dir/guest" <<GUEST
 #!/bin/bash
 # Written by ci/arm64.sh prepare: the arm64 guest's python under qemu-user, seeing a Raspberry Pi.
@@ -448,7 +462,23 @@ exec unshare -m --propagation private bash -c '
   shift; exec "\$@"' _ "\$VIEW" "\${Q[@]}" -L $GROOT $GVENV/bin/python "\$@"
 GUEST
   chmod +x "$dir/guest"
-  echo "prepared: $dir/guest"
+}
+
+budget() { # SUITE: benchmarks/pi_budget.py --cores $BUDGET_CORES --json in this suite's guest
+  local suite=$1 out=$WORK/out-$1 dir=$WORK/budget core v models
+  log "$suite: benchmarks/pi_budget.py --cores $BUDGET_CORES --reps 1 --json (instructions counted per stage)"
+  qemu_plugin
+  mkdir -p "$dir"; for v in $VIEWS; do mkfake "$dir/fake/$v" "$v"; done
+  write_guest "$dir"
+  models=$(cd "$REPO/models" && echo *.tflite)
+  for core in ${BUDGET_CORES//,/ }; do
+    if ! EDGE_FER_DATA=$SHARED python3 "$REPO/benchmarks/pi_budget.py" --cores "$core" --reps 1 --json --env "$dir" \
+        >"$out/budget-$core.json" 2>"$out/budget-$core.err"; then
+      tail -5 "$out/budget-$core.err"; fail "$suite: pi_budget.py --cores $core"; continue
+    fi
+    check "$suite pi_budget.py --cores $core (every stage)" python3 "$REPO/ci/arm64_compare.py" budget \
+      "$out/budget-$core.json" --core "$core" --detectors "$DETECTORS" --models "$models"
+  done
 }
 
 main() {
