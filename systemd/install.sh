@@ -158,8 +158,8 @@ board_model() {
     printf '%s' "$m"
 }
 
-# The small-board profile for the Cortex-A53 boards (Zero 2 W, Pi 3, CM3): a quarter of a Pi 4's
-# speed per core, and 512 MB on the Zero 2 W and the 3 A+ (benchmarks/pi_budget.py, README.md).
+# The small-board profile for the Cortex-A53 boards (Zero 2 W, Pi 3, CM3): about a quarter of a
+# Pi 4's speed per core, and 512 MB on the Zero 2 W and the 3 A+ (README.md, Supported boards).
 choose_config() {
     local model
     config_src="$src/systemd/config.example.toml"
@@ -171,7 +171,11 @@ choose_config() {
             case "$model" in
                 "Raspberry Pi Zero 2"* | "Raspberry Pi 3"* | "Raspberry Pi Compute Module 3"*)
                     config_src="$src/systemd/config.zero.toml"
-                    say "board: $model: config systemd/config.zero.toml (the small-board profile; --profile default for the full one)" ;;
+                    say "board: $model: config systemd/config.zero.toml (the small-board profile; --profile default for the full one)"
+                    case "$model" in
+                        "Raspberry Pi Zero 2"* | "Raspberry Pi 3 Model A"*)
+                            [ "$do_kiosk" -eq 0 ] || say "note: this board has 512 MB, too little for the kiosk browser beside edge-fer (README.md, Supported boards): --no-kiosk, and open the page from another device" ;;
+                    esac ;;
                 "")
                     say "board: unknown (no $dt_model, no Model line in $cpuinfo): config systemd/config.example.toml" ;;
                 *)

@@ -159,7 +159,9 @@ PI4_DT = "Raspberry Pi 4 Model B Rev 1.1"
 
 def install(tmp_path: Path, dt_model: Path, cpuinfo: Path, *args: str) -> tuple[str, str]:
     root = tmp_path / "root"
-    p = subprocess.run(["bash", str(INSTALL), "--no-pip", "--no-kiosk", *args], capture_output=True, text=True,
+    kiosk = ["--kiosk-user", "kiosk"] if "--kiosk" in args else ["--no-kiosk"]
+    args = tuple(a for a in args if a != "--kiosk")
+    p = subprocess.run(["bash", str(INSTALL), "--no-pip", *kiosk, *args], capture_output=True, text=True,
                        env={**os.environ, "DESTDIR": str(root), "EDGE_FER_DT_MODEL": str(dt_model),
                             "EDGE_FER_CPUINFO": str(cpuinfo)}, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -197,3 +199,12 @@ def test_the_installer_profile_option_and_an_unknown_board(tmp_path):
     p = subprocess.run(["bash", str(INSTALL), "--profile", "tiny"], capture_output=True, text=True,
                        env={**os.environ, "DESTDIR": str(tmp_path / "c")})
     assert p.returncode == 1 and "unknown --profile tiny" in p.stderr
+
+
+def test_the_installer_warns_that_a_512_mb_board_has_no_room_for_the_kiosk_browser(tmp_path):
+    _, out = install(tmp_path, dt_file(tmp_path, ZERO_DT), tmp_path / "absent", "--kiosk")
+    assert "512 MB" in out and "--no-kiosk" in out
+    _, out = install(tmp_path / "b", dt_file(tmp_path, ZERO_DT), tmp_path / "absent")
+    assert "512 MB" not in out  # installed without the browser: nothing to warn about
+    _, out = install(tmp_path / "c", dt_file(tmp_path, "Raspberry Pi 3 Model B Plus Rev 1.3"), tmp_path / "absent", "--kiosk")
+    assert "512 MB" not in out  # a Pi 3 B+ has 1 GB
