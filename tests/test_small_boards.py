@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,12 @@ EXAMPLE = REPO / "systemd" / "config.example.toml"
 INSTALL = REPO / "systemd" / "install.sh"
 ARM64 = REPO / "ci" / "arm64.sh"
 
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "ci")]
 try:
+    import arm64_compare
     import pi_budget
 finally:
-    sys.path.pop(0)
+    del sys.path[:2]
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +105,27 @@ def test_the_budget_measures_every_stage(detector_weights, images_dir):
             assert f"{Path(path).name}{suffix}" in whats
     assert sum(r["stage"] == "pipeline" for r in regions) == 2
     # The host side turns those regions, on the A53, into one row per stage and an estimate per
-    # detector, model and face count (counts here: one instruction per call, only the shape matters).
-    fake_counts = [(r, r["reps"] * r["per"] * 1000, 0, r["reps"] * r["per"] * 1000) for r in regions]
+    # detector, model and face count (counts made up here, 1000 per call or frame: only the shape
+    # of the output matters).
+    def made_up(r: dict) -> int:
+        return 1000 * (int(r["what"].split()[0]) if r["stage"] == "pipeline" else r["reps"] * r["per"])
+
+    fake_counts = [(r, made_up(r), 0, made_up(r)) for r in regions]
     rows = pi_budget.tabulate({"a53": fake_counts})
     assert all("a53" in row.instructions for row in rows)
     assert {row.stage for row in rows} == stages
     est = pi_budget.estimate(rows, {"a53": pi_budget.CORES["a53"]})
     assert {(e["detector"], e["model"], e["faces"]) for e in est} == {
         (d, Path(m).name, n) for d in detector_names() for m in SHIPPED.values() for n in (1, 3)}
+    # The lane's check of that JSON (ci/arm64_compare.py budget) passes it, and names a gap.
+    budget = {"assumptions": {"a53": pi_budget.CORES["a53"]}, "stages": [asdict(r) for r in rows],
+              "run_estimates": est}
+    models = [Path(m).name for m in SHIPPED.values()]
+    assert arm64_compare.check_budget(budget, "a53", detector_names(), models) == []
+    budget["stages"] = [r for r in budget["stages"] if r["what"] != "lite.tflite, batch 3, 1 thread"]
+    budget["stages"][0]["instructions"]["a53"] = 0
+    assert arm64_compare.check_budget(budget, "a53", detector_names(), models) == [
+        f"capture '{rows[0].what}': no instruction count on a53", "lite.tflite, batch 3, 1 thread not counted"]
 
 
 # --- the small-board profile ---------------------------------------------------------------------
