@@ -23,12 +23,14 @@
 #      detector; the runtime's pytest files listed in ARM64_TESTS below. predict, evaluate and the
 #      offline run are compared with the same commands on x86 (same pinned versions):
 #      ci/arm64_compare.py says what counts as the same;
-#   4. on the first suite only, the same three comparisons (predict, evaluate, offline run) again
-#      under -cpu cortex-a53 with a Raspberry Pi Zero 2 W view (EDGE_FER_ARM64_EXTRA_VIEWS, default
-#      "zero2w"; "" skips it). XNNPACK picks its int8 kernels by the core it sees (the A53 gets
-#      its own in-order GEMM kernels), so these are the checks whose answers can change with the
-#      core; the live run and the pytest files exercise Python code that does not, and run on the
-#      A72 view only, which keeps the A53 pass to about 2 minutes;
+#   4. on the first suite only, the same three comparisons (predict, evaluate per model, offline
+#      run) again under -cpu cortex-a53 with a Raspberry Pi Zero 2 W view
+#      (EDGE_FER_ARM64_EXTRA_VIEWS, default "zero2w"; "" skips it). XNNPACK picks its kernels by
+#      the core it sees (the A53 gets its own in-order GEMM kernels), so these are the checks
+#      whose answers can change with the core. Kept short: the offline run only with blazeface
+#      (EDGE_FER_ARM64_EXTRA_DETECTORS), whose network runs on XNNPACK like blazeface-full's,
+#      while Haar is OpenCV code dispatched by CPU features, which the A53 and A72 share; the live
+#      run and the pytest files exercise Python code and run on the A72 view only;
 #   5. on the first suite, `benchmarks/pi_budget.py --cores a53 --reps 1 --json` (the
 #      instruction-counting plugin of `prepare` below) must count every stage: capture, each
 #      detector, each shipped model, the pipeline (EDGE_FER_ARM64_BUDGET_CORES, default "a53";
@@ -58,6 +60,7 @@ MODELS=${EDGE_FER_ARM64_MODELS:-}
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}
 # Further CPU views whose answers are compared with x86 on the first suite (see 4. above).
 EXTRA_VIEWS=${EDGE_FER_ARM64_EXTRA_VIEWS-zero2w}
+EXTRA_DETECTORS=${EDGE_FER_ARM64_EXTRA_DETECTORS-blazeface}
 # Cores benchmarks/pi_budget.py counts on the first suite, each checked to cover every stage (see 5.).
 BUDGET_CORES=${EDGE_FER_ARM64_BUDGET_CORES-a53}
 PINS=$REPO/ci/arm64-pins.txt
@@ -311,7 +314,7 @@ lane() { # SUITE
   else cat "$out/info.txt"; fail "$suite: edge-fer info"; fi
 
   x86_answers "$suite"
-  answers "$suite" "$FAKE_VIEW"
+  answers "$suite" "$FAKE_VIEW" "$DETECTORS"
 
   for det in $DETECTORS; do
     log "$suite: run --camera pi --detector $det through the fake picamera2"
@@ -345,7 +348,7 @@ lane() { # SUITE
     for view in $EXTRA_VIEWS; do
       mkfake "$WORK/fake/$view" "$view"
       VIEW=$view probe_interpreter
-      answers "$suite" "$view"
+      answers "$suite" "$view" "$EXTRA_DETECTORS"
     done
     [ -z "$BUDGET_CORES" ] || budget "$suite"
   fi
@@ -366,9 +369,9 @@ x86_answers() { # SUITE: the x86 side of every comparison, once per suite
   done
 }
 
-answers() { # SUITE VIEW: predict, evaluate per model and the offline run per detector on the
-            # guest seeing CPU view VIEW, each compared with x86
-  local suite=$1 VIEW=$2 out=$WORK/out-$1 m det tag cpu
+answers() { # SUITE VIEW DETECTORS: predict, evaluate per model and the offline run per detector
+            # on the guest seeing CPU view VIEW, each compared with x86
+  local suite=$1 VIEW=$2 dets=$3 out=$WORK/out-$1 m det tag cpu
   cpu=$(cpu_of "$VIEW"); tag=${cpu#cortex-}
   [ "$VIEW" = "$FAKE_VIEW" ] || tag="$tag ($VIEW view)"
   log "$suite/$tag: predict --json on the shared photos, aarch64 vs x86"
@@ -383,7 +386,7 @@ answers() { # SUITE VIEW: predict, evaluate per model and the offline run per de
     check "$suite/$tag evaluate --model $m" python3 "$REPO/ci/arm64_compare.py" evaluate "$out/eval-$m-x86.json" "$out/eval-$m-$VIEW.json"
   done
 
-  for det in $DETECTORS; do
+  for det in $dets; do
     log "$suite/$tag: run --detector $det over the clip's frames (PNG) read offline, aarch64 vs x86"
     # shellcheck disable=SC2046
     guest -m edge_fer run --source "$FRAMES" --headless --log-json "$out/run-$det-$VIEW.jsonl" $(detector_args "$det") \
