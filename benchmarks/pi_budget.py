@@ -6,6 +6,9 @@ they mean for `edge-fer run`.
     sudo python3 benchmarks/pi_budget.py --json             # the same as JSON
     sudo python3 benchmarks/pi_budget.py --cores a53 --json # one core
 
+The CNN detectors' weights have to be fetched first (`edge-fer detectors fetch --dir DIR
+blazeface blazeface-full`, then EDGE_FER_DETECTOR_DIR=DIR), as for `edge-fer run`.
+
 Emulated wall time says nothing about a Pi; the number of instructions the Pi's CPU would
 execute does, and it is exact and repeatable. `ci/arm64.sh prepare` gives an arm64 Debian 12
 guest with this checkout installed (the same cache as the CI lane) and builds

@@ -5,6 +5,9 @@ guest under qemu-user (the guest that `ci/arm64.sh prepare DIR` makes).
     sudo python3 benchmarks/pi_memory.py --env /tmp/pi-guest            # the small-board profile
     sudo python3 benchmarks/pi_memory.py --env /tmp/pi-guest --config systemd/config.example.toml
 
+BlazeFace's weights have to be where the guest looks ($EDGE_FER_DETECTOR_DIR, filled with
+`edge-fer detectors fetch blazeface --dir DIR` on the host).
+
 The run is `edge-fer run --config CONFIG` on the Pi camera (the fake picamera2 of the tests
 playing a generated clip of three faces), serving the live page with a client reading the
 MJPEG stream, as the kiosk browser does, and writing the JSON log.
