@@ -17,9 +17,10 @@ import click
 from edge_fer import __version__
 from edge_fer.errors import EdgeFerError, OutputError, interruption
 from edge_fer.options import (DETECTOR_OPTIONS, MAX_PIXELS, MODEL_OPTIONS, MQTT_OPTIONS, RUN_OPTIONS,
-                              EarlyError, LabelsType, click_options)
+                              EarlyError, LabelsType, click_options, names)
 
 log = logging.getLogger("edge_fer")
+
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
@@ -174,30 +175,15 @@ def mqtt_credentials() -> tuple[str | None, str | None]:
     return file_only(config, "mqtt", "username"), file_only(config, "mqtt", "password")
 
 
-def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
-    from edge_fer import analyzer as api
-
-    return api.load_classifier(model, labels=labels, normalization=normalization,
-                               crop_margin=crop_margin, threads=threads, tta=tta, backend=backend)
-
-
-def detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width):
-    return dict(detect_score=detect_score, cascade=cascade, scale_factor=scale_factor,
-                min_neighbors=min_neighbors, min_face=min_face, detect_width=detect_width)
-
-
-def load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                  detect_width, backend=None):
-    from edge_fer import analyzer as api
-
-    return api.load_detector(detector, backend=backend, **detector_kwargs(
-        detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width))
+def _take(options: dict, table) -> dict:
+    """The values of `table`'s options, taken out of a command's `options`."""
+    return {name: options.pop(name) for name in names(table)}
 
 
 @cli.command()
 @model_options
 @handle_errors
-def info(model, labels, normalization, crop_margin, threads, tta, backend):
+def info(**model):
     """Show the interpreter backend, versions and the model's input spec and labels."""
     import json
     import platform
@@ -207,7 +193,9 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 
     from edge_fer.backends import available_backends
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
+    from edge_fer.analyzer import load_classifier
+
+    clf = load_classifier(**model)
     b = clf.backend_info
     i = clf.input
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
@@ -230,9 +218,7 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 
 #: `predict` options that choose the model or the detector: the server's own are used with
 #: --server, so giving one there is a mistake worth saying.
-_LOCAL_ONLY = ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend",
-               "detector", "detect_score", "cascade", "scale_factor", "min_neighbors", "min_face",
-               "detect_width", "no_detect")
+_LOCAL_ONLY = names(MODEL_OPTIONS) + names(DETECTOR_OPTIONS) + ("no_detect",)
 
 
 @cli.command()
@@ -250,9 +236,7 @@ _LOCAL_ONLY = ("model", "labels", "normalization", "crop_margin", "threads", "tt
 @click.option("--token", envvar="EDGE_FER_TOKEN",
               help="With --server: its access token (default: $EDGE_FER_TOKEN).")
 @handle_errors
-def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, detector,
-            detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width, as_json,
-            no_detect, annotate, max_pixels, server, token):
+def predict(paths, as_json, no_detect, annotate, max_pixels, server, token, **local):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
     from pathlib import Path
@@ -278,10 +262,8 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
         from edge_fer.analyzer import Analyzer
         from edge_fer.draw import draw_faces
 
-        analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
-                            labels=labels, normalization=normalization, crop_margin=crop_margin,
-                            **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
-                                              min_face, detect_width))
+        detector = local.pop("detector")
+        analyzer = Analyzer(detector=None if no_detect else detector, **local)
     out_dir = Path(annotate) if annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -425,25 +407,23 @@ def _one_source(ctx, camera, source):
               help="FER+ votes file (the shared ferplus.csv layout) to score the FER+ majority "
                    "against as well (default: ferplus.csv beside the --data folder, when there).")
 @handle_errors
-def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
-             detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
-             detect, plot, as_json, max_pixels, votes):
+def evaluate(data, usage, limit, detect, plot, as_json, max_pixels, votes, **local):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
-    from edge_fer.analyzer import model_path
+    from edge_fer.analyzer import load_classifier, load_detector, model_path
     from edge_fer.evaluate import evaluate_classifier
 
-    path = model_path(model)
+    model, detection = _take(local, MODEL_OPTIONS), _take(local, DETECTOR_OPTIONS)
+    path, tta = model_path(model.pop("model")), model["tta"]
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
         from edge_fer_convert.loader import KerasClassifier
 
-        clf = KerasClassifier.load(path, labels=labels, normalization=normalization,
-                                   crop_margin=crop_margin)
+        clf = KerasClassifier.load(path, labels=model["labels"], normalization=model["normalization"],
+                                   crop_margin=model["crop_margin"])
     else:
-        clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
-    det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                        detect_width, backend) if detect else None
+        clf = load_classifier(path, **model)
+    det = load_detector(**detection, backend=model["backend"]) if detect else None
     result, extra = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
                                         max_pixels=max_pixels, votes=votes)
     scores = result.scores

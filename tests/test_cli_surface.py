@@ -1,5 +1,6 @@
 """The user-facing surface of the options, recorded: `run --help`, `predict --help`,
-`evaluate --help`, the config-file schema and `stream()`'s keywords, compared with
+`evaluate --help` (and the host commands' and the group's), the config-file schema and
+`stream()`'s keywords, compared with
 tests/expected/cli_surface.json. An option changed on purpose is re-recorded with
 `python tests/test_cli_surface.py` and the diff of the JSON file reviewed like code."""
 
@@ -21,11 +22,11 @@ def surface() -> dict:
 
     runner = CliRunner()
     helps = {}
-    for name in ("run", "predict", "evaluate"):
-        r = runner.invoke(cli, [name, "--help"], env={"COLUMNS": "100", "EDGE_FER_CONFIG": None},
-                          terminal_width=100)
+    for name in ("run", "predict", "evaluate", "train", "ensemble", "convert", ""):
+        r = runner.invoke(cli, [name, "--help"] if name else ["--help"], terminal_width=100,
+                          env={"COLUMNS": "100", "EDGE_FER_CONFIG": None})
         assert r.exit_code == 0, r.output
-        helps[name] = r.output.splitlines()
+        helps[name or "edge-fer"] = r.output.splitlines()
     schema = {section: {key: {"kind": k.kind, "allowed": k.allowed, "doc": k.doc,
                               "path": k.path, "must_exist": k.must_exist,
                               "default": repr(k.param.default)}
