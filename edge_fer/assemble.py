@@ -20,7 +20,7 @@ from edge_fer.detector import DEFAULT_DETECTOR
 from edge_fer.errors import UsageError
 from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.options import (CAPTURE, CLASSIFIER, DETECTOR, DETECTOR_OPTIONS, MODEL_OPTIONS, OUTPUT,
-                              RUN, RUN_OPTIONS, TRACKING, names)
+                              RUN, RUN_OPTIONS, TRACKING, OutputOptions, names)
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source
 from edge_fer.pipeline.capture import Source
 from edge_fer.sinks.base import Sink
@@ -33,66 +33,6 @@ log = logging.getLogger(__name__)
 
 #: `run`'s interpreter threads when `threads` is not given (at most the machine's cores).
 RUN_INTERPRETER_THREADS = 2
-
-
-@dataclasses.dataclass
-class OutputOptions:
-    """Where a run's results go besides the caller: `edge-fer run`'s output options."""
-
-    log_json: str | None = None
-    """Append JSON lines to this file: stats, face events, a summary (never pixels)."""
-    log_interval: float = 5.0
-    """Seconds between stats lines."""
-    log_max_bytes: int = 10 * 1024 * 1024
-    """Rotate the JSON log when it would grow past this size."""
-    log_backups: int = 3
-    """Rotated JSON logs kept."""
-    display: bool | None = False
-    """Show the annotated stream in a window (None: when a GUI is available)."""
-    record: str | None = None
-    """Save the annotated stream to a video (.avi or .mkv, which survive a crash); strftime
-    fields (`%Y%m%d-%H%M%S`) give each run a file of its own."""
-    results: str | None = None
-    """Write every processed frame's faces to this file: `.jsonl` (JSON lines) or `.csv` (a
-    row per face); strftime fields give each run a file of its own. See
-    `edge_fer.sinks.results.ResultsSink`."""
-    overwrite: bool = False
-    """Replace an existing `record` or `results` file (otherwise it is refused)."""
-    serve: str | None = None
-    """Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT."""
-    token: str | None = None
-    """Access token for `serve`, required on a non-loopback address."""
-    blur_faces: bool = False
-    """Blur each face the detector found, and its tracked box between detections, in what is
-    shown and kept (the served stream, the window, the recording); the model still sees the
-    faces. A face the detector missed stays sharp: see `privacy`."""
-    faces_api: str = "full"
-    """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
-    "aggregate" (faces per label only). "aggregate" also keeps boxes and track ids out of the
-    MQTT events."""
-    privacy: str | None = None
-    """What is hidden in what is shown and kept: "faces" (as `blur_faces`) or "frame" (the
-    whole picture blurred, boxes and labels drawn on top: a face the detector missed is never
-    shown)."""
-    mqtt: str | None = None
-    """Publish availability, state and face events to the MQTT broker at this URL
-    (`mqtt://HOST[:PORT]`, `mqtts://HOST[:PORT]`), with Home Assistant discovery; see
-    `edge_fer.sinks.mqtt` and docs/fleet.md."""
-    mqtt_device: str | None = None
-    """The device id in the MQTT topics and in Home Assistant (default: the host's name)."""
-    mqtt_prefix: str = "homeassistant"
-    """Home Assistant's MQTT discovery prefix."""
-    mqtt_ca: str | None = None
-    """CA certificate (PEM) to verify an `mqtts://` broker with (default: the system's CAs)."""
-    mqtt_required: bool = False
-    """Stop the run (exit 8) when the broker refuses the credentials or TLS fails; by default
-    the run goes on without MQTT."""
-    mqtt_username: str | None = None
-    """The broker's user name; None: $EDGE_FER_MQTT_USERNAME (`edge-fer run` reads it from
-    the environment or the config file only, never the command line)."""
-    mqtt_password: str | None = dataclasses.field(default=None, repr=False)
-    """The broker's password; None: $EDGE_FER_MQTT_PASSWORD (`edge-fer run`: the environment
-    or the config file only); never logged."""
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,

@@ -6,6 +6,8 @@ and the part of the loop that consumes it. From the tables come the click option
 (`click_options`), the config file's sections (`SECTIONS`, read by `edge_fer.config`), and the
 keywords of `edge_fer.stream` (`edge_fer.assemble.BUILD_OPTIONS`). Adding a `run` option is a row
 in `RUN_OPTIONS` and the code of its consumer; the command line, the file and the API follow.
+Defaults are read off the consumers' typed options (`CaptureOptions`, `TrackerOptions`,
+`DetectorOptions`, `OutputOptions`), so each is written once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import click
 
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, detector_names
 from edge_fer.errors import EdgeFerError
-from edge_fer.images import DEFAULT_MAX_PIXELS
+from edge_fer.pipeline.capture import CaptureOptions
+from edge_fer.pipeline.tracking import TrackerOptions
 from edge_fer.network import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
 from edge_fer.sinks.mqtt import (DEFAULT_PREFIX, DEVICE_WORDS, PASSWORD_ENV, PREFIX_WORDS, URL_WORDS,
                                  USERNAME_ENV, check_device, check_prefix, parse_broker)
@@ -29,6 +32,66 @@ CAPTURE, CLASSIFIER, DETECTOR, TRACKING, OUTPUT = "capture", "classifier", "dete
 
 #: `run`'s detection width: a smaller frame than `predict`'s photos (`DetectorOptions`' default).
 RUN_DETECT_WIDTH = 320
+
+
+@dataclass
+class OutputOptions:
+    """Where a run's results go besides the caller: `edge-fer run`'s output options."""
+
+    log_json: str | None = None
+    """Append JSON lines to this file: stats, face events, a summary (never pixels)."""
+    log_interval: float = 5.0
+    """Seconds between stats lines."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Rotate the JSON log when it would grow past this size."""
+    log_backups: int = 3
+    """Rotated JSON logs kept."""
+    display: bool | None = False
+    """Show the annotated stream in a window (None: when a GUI is available)."""
+    record: str | None = None
+    """Save the annotated stream to a video (.avi or .mkv, which survive a crash); strftime
+    fields (`%Y%m%d-%H%M%S`) give each run a file of its own."""
+    results: str | None = None
+    """Write every processed frame's faces to this file: `.jsonl` (JSON lines) or `.csv` (a
+    row per face); strftime fields give each run a file of its own. See
+    `edge_fer.sinks.results.ResultsSink`."""
+    overwrite: bool = False
+    """Replace an existing `record` or `results` file (otherwise it is refused)."""
+    serve: str | None = None
+    """Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT."""
+    token: str | None = None
+    """Access token for `serve`, required on a non-loopback address."""
+    blur_faces: bool = False
+    """Blur each face the detector found, and its tracked box between detections, in what is
+    shown and kept (the served stream, the window, the recording); the model still sees the
+    faces. A face the detector missed stays sharp: see `privacy`."""
+    faces_api: str = "full"
+    """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
+    "aggregate" (faces per label only). "aggregate" also keeps boxes and track ids out of the
+    MQTT events."""
+    privacy: str | None = None
+    """What is hidden in what is shown and kept: "faces" (as `blur_faces`) or "frame" (the
+    whole picture blurred, boxes and labels drawn on top: a face the detector missed is never
+    shown)."""
+    mqtt: str | None = None
+    """Publish availability, state and face events to the MQTT broker at this URL
+    (`mqtt://HOST[:PORT]`, `mqtts://HOST[:PORT]`), with Home Assistant discovery; see
+    `edge_fer.sinks.mqtt` and docs/fleet.md."""
+    mqtt_device: str | None = None
+    """The device id in the MQTT topics and in Home Assistant (default: the host's name)."""
+    mqtt_prefix: str = DEFAULT_PREFIX
+    """Home Assistant's MQTT discovery prefix."""
+    mqtt_ca: str | None = None
+    """CA certificate (PEM) to verify an `mqtts://` broker with (default: the system's CAs)."""
+    mqtt_required: bool = False
+    """Stop the run (exit 8) when the broker refuses the credentials or TLS fails; by default
+    the run goes on without MQTT."""
+    mqtt_username: str | None = None
+    """The broker's user name; None: $EDGE_FER_MQTT_USERNAME (`edge-fer run` reads it from
+    the environment or the config file only, never the command line)."""
+    mqtt_password: str | None = field(default=None, repr=False)
+    """The broker's password; None: $EDGE_FER_MQTT_PASSWORD (`edge-fer run`: the environment
+    or the config file only); never logged."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +270,7 @@ DETECTOR_OPTIONS: tuple[Option, ...] = (
 """Detection options, with `predict`'s defaults (`DetectorOptions`')."""
 
 MAX_PIXELS = Option(
-    "max_pixels", CAPTURE, "source", default=DEFAULT_MAX_PIXELS, show_default=True,
+    "max_pixels", CAPTURE, "source", default=CaptureOptions.max_pixels, show_default=True,
     type=click.IntRange(1), extra={"metavar": "N"},
     help="Refuse images of more than N pixels (width x height), checked from the file's header "
          "before decoding.")
@@ -225,7 +288,7 @@ MQTT_OPTIONS: tuple[Option, ...] = (
            extra={"metavar": "ID"},
            help="Device id in the MQTT topics (edge-fer/ID/...) and in Home Assistant (default: "
                 "the host's name)."),
-    Option("mqtt_prefix", OUTPUT, "mqtt", default=DEFAULT_PREFIX, show_default=True,
+    Option("mqtt_prefix", OUTPUT, "mqtt", default=OutputOptions.mqtt_prefix, show_default=True,
            type=CheckedString("prefix", check_prefix, PREFIX_WORDS),
            help="Home Assistant's MQTT discovery prefix."),
     Option("mqtt_ca", OUTPUT, "mqtt", type=click.Path(dir_okay=False), extra={"metavar": "FILE"},
@@ -244,9 +307,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
            help="Camera: pi (picamera2), usb:N or N (OpenCV)."),
     Option("source", CAPTURE, "source", type=click.Path(), extra={"metavar": "PATH|URL"},
            help="Video file, image folder, or stream URL (rtsp://, http://)."),
-    Option("width", CAPTURE, "source", default=640, show_default=True, type=click.IntRange(16),
+    Option("width", CAPTURE, "source", default=CaptureOptions.width, show_default=True, type=click.IntRange(16),
            help="Camera frame width."),
-    Option("height", CAPTURE, "source", default=480, show_default=True, type=click.IntRange(16),
+    Option("height", CAPTURE, "source", default=CaptureOptions.height, show_default=True, type=click.IntRange(16),
            help="Camera frame height."),
     Option("fps", CAPTURE, "source", type=click.FloatRange(1, 240),
            help="Camera frame rate (default 30); with --realtime, the pace of a file or folder "
@@ -254,7 +317,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("realtime", CAPTURE, "source", extra=_FLAG,
            help="Play a file or folder at its frame rate, dropping what cannot be kept up with, "
                 "as a camera would."),
-    Option("source_timeout", CAPTURE, "source", default=30.0, show_default=True,
+    Option("source_timeout", CAPTURE, "source", default=CaptureOptions.reconnect_timeout_s, show_default=True,
            type=click.FloatRange(0), extra={"metavar": "SECONDS"},
            help="Cameras and streams: keep retrying one that is down at the start or lost during "
                 "the run for this long, then fail; 0 retries until stopped."),
@@ -264,20 +327,20 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("detect_every", TRACKING, "tracking", type=click.IntRange(1),
            help="Full detection at least every N frames; faces are tracked in between (default: "
                 "the detector's own: haar 5, blazeface 2, blazeface-full 3)."),
-    Option("smoothing", TRACKING, "tracking", default=10, show_default=True,
+    Option("smoothing", TRACKING, "tracking", default=TrackerOptions.smoothing, show_default=True,
            type=click.IntRange(1), help="Frames of scores averaged per face (1 = off)."),
-    Option("iou_threshold", TRACKING, "tracking", default=0.3, show_default=True,
+    Option("iou_threshold", TRACKING, "tracking", default=TrackerOptions.iou_threshold, show_default=True,
            type=click.FloatRange(0.01, 1.0),
            help="Box overlap for a detection to continue a track (with the track's box moved to "
                 "the detection's frame by the face's speed)."),
     Option("log_json", OUTPUT, "logging", type=click.Path(dir_okay=False),
            help="Append JSON lines to FILE: stats every --log-interval, face events (time, track, "
                 "box, label, scores; never pixels), a summary."),
-    Option("log_interval", OUTPUT, "logging", default=5.0, show_default=True,
+    Option("log_interval", OUTPUT, "logging", default=OutputOptions.log_interval, show_default=True,
            type=click.FloatRange(0.1), help="Seconds between stats lines."),
-    Option("log_max_bytes", OUTPUT, "logging", default=10 * 1024 * 1024, show_default=True,
+    Option("log_max_bytes", OUTPUT, "logging", default=OutputOptions.log_max_bytes, show_default=True,
            type=click.IntRange(4096), help="Rotate the JSON log when it would grow past this size."),
-    Option("log_backups", OUTPUT, "logging", default=3, show_default=True,
+    Option("log_backups", OUTPUT, "logging", default=OutputOptions.log_backups, show_default=True,
            type=click.IntRange(0, 100), help="Rotated JSON logs kept (FILE.1, FILE.2, ...)."),
     Option("display", OUTPUT, "output", flags=("--display/--headless",), extra={"default": None},
            help="Show the annotated stream in a window (default: when a GUI is available)."),
@@ -309,7 +372,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
            extra={"envvar": "EDGE_FER_TOKEN"},
            help="Access token for --serve, required on a non-loopback address (default: "
                 "$EDGE_FER_TOKEN)."),
-    Option("faces_api", OUTPUT, "server", default="full", show_default=True,
+    Option("faces_api", OUTPUT, "server", default=OutputOptions.faces_api, show_default=True,
            type=click.Choice(["full", "aggregate"]),
            help="What /api/faces tells: full (each face's track id, box, label, scores) or "
                 "aggregate (how many faces show each label: no boxes, no track ids)."),
