@@ -212,6 +212,7 @@ def build_run(options: Mapping[str, Any], extra_sinks: Sequence[Sink] = (), *,
         first: list[Sink] = [server] if server is not None else []
         monitor = None
         if systemd and os.environ.get("NOTIFY_SOCKET"):
+            # Imported here: only a service started by systemd loads the watchdog's package.
             from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
 
             monitor = ServiceMonitor(SystemdNotifier()).start()
