@@ -11,12 +11,12 @@ import functools
 import logging
 import signal
 import sys
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Callable
 
 import click
 
-from edge_fer import __version__
+from edge_fer import __version__, plugins
 from edge_fer.errors import BackendError, EdgeFerError, OutputError, interruption
 from edge_fer.options import (DETECTOR_OPTIONS, MAX_PIXELS, MODEL_OPTIONS, MQTT_OPTIONS, RUN_OPTIONS,
                               EarlyError, click_options, names)
@@ -104,20 +104,18 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 #: The entry-point group through which other packages add commands to `edge-fer` (the host
 #: toolchain's `train`, `ensemble`, `convert`): the runtime never names them.
-COMMANDS_GROUP = "edge_fer.commands"
+COMMANDS_GROUP = plugins.COMMANDS
 
 
 def plugin_commands() -> dict[str, EntryPoint]:
     """The commands installed packages add through `COMMANDS_GROUP`, by name."""
-    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+    return plugins.installed(COMMANDS_GROUP)
 
 
 def _unavailable(ep: EntryPoint, exc: BaseException) -> click.Command:
     """A stand-in for a command whose package does not load: listed in --help, and one line
     naming what to install when it is run."""
-    dist = getattr(ep.dist, "name", None)
-    fix = (f"pip install '{dist}[{','.join(ep.extras)}]'" if dist and ep.extras
-           else f"reinstall {dist or ep.module}")
+    fix = plugins.install_hint(ep)
     message = f"'{ep.name}' cannot load ({exc}): {fix}"
 
     def fail(args):
@@ -131,11 +129,11 @@ def _unavailable(ep: EntryPoint, exc: BaseException) -> click.Command:
 class EdgeFerGroup(click.Group):
     """The command group, with click's own errors (a bad option value, an unknown option, a
     missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2.
-    `plugins`: where the commands of other packages come from (`plugin_commands`)."""
+    `commands`: where the commands of other packages come from (`plugin_commands`)."""
 
-    def __init__(self, *args, plugins: Callable[[], dict[str, EntryPoint]] = plugin_commands, **kw):
+    def __init__(self, *args, commands: Callable[[], dict[str, EntryPoint]] | None = None, **kw):
         super().__init__(*args, **kw)
-        self._plugins = plugins
+        self._plugins = commands or plugin_commands
 
     def list_commands(self, ctx) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
@@ -468,10 +466,9 @@ def evaluate(data, usage, limit, detect, plot, as_json, max_pixels, votes, **loc
     model, detection = _take(local, MODEL_OPTIONS), _take(local, DETECTOR_OPTIONS)
     path, tta = model_path(model.pop("model")), model["tta"]
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
-        from edge_fer_convert.loader import KerasClassifier
-
-        clf = KerasClassifier.load(path, labels=model["labels"], normalization=model["normalization"],
-                                   crop_margin=model["crop_margin"])
+        load_keras = plugins.load(plugins.MODEL_LOADERS, "keras", "evaluating a Keras model")
+        clf = load_keras(path, labels=model["labels"], normalization=model["normalization"],
+                         crop_margin=model["crop_margin"])
     else:
         clf = load_classifier(path, **model)
     det = load_detector(**detection, backend=model["backend"]) if detect else None
@@ -482,7 +479,8 @@ def evaluate(data, usage, limit, detect, plot, as_json, max_pixels, votes, **loc
         from pathlib import Path
 
         from edge_fer.files import write_atomically
-        from edge_fer_convert.plots import confusion_png
+
+        confusion_png = plugins.load(plugins.PLOTS, "confusion", "evaluate --plot")
 
         name = Path(path).name + (" + mirror" if tta else "")
         panels = [(name + (", FER2013 labels" if result.ferplus else ""), scores.to_dict())]

@@ -40,7 +40,7 @@ def test_a_host_command_runs_with_the_groups_error_handling(tmp_path):
 
 
 def _group_with(ep: EntryPoint) -> click.Group:
-    @click.group(cls=EdgeFerGroup, plugins=lambda: {ep.name: ep})
+    @click.group(cls=EdgeFerGroup, commands=lambda: {ep.name: ep})
     def group():
         pass
 
@@ -65,3 +65,35 @@ def test_an_unknown_command_is_still_an_unknown_command():
     group = _group_with(EntryPoint("convert", "edge_fer_no_such_toolchain:convert", COMMANDS_GROUP))
     r = CliRunner().invoke(group, ["trian"])
     assert r.exit_code == 2 and "No such command" in r.output
+
+
+def test_the_runtime_never_imports_the_toolchain():
+    """No module of edge_fer/ imports edge_fer_convert, at the top or in a function: the
+    toolchain comes in through the entry points of edge_fer.plugins only."""
+    import ast
+    from pathlib import Path
+
+    import edge_fer
+
+    offenders = []
+    for path in Path(edge_fer.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}:{node.lineno}" for n in named
+                          if n.split(".")[0] == "edge_fer_convert"]
+    assert not offenders, offenders
+
+
+def test_what_the_toolchain_adds_loads_or_says_what_to_install():
+    import pytest
+
+    from edge_fer import plugins
+    from edge_fer.errors import BackendError
+
+    assert callable(plugins.load(plugins.MODEL_LOADERS, "keras", "evaluating a Keras model"))
+    assert callable(plugins.load(plugins.PLOTS, "confusion", "evaluate --plot"))
+    with pytest.raises(BackendError) as err:
+        plugins.load("edge_fer.no_such_group", "keras", "evaluating a Keras model")
+    assert str(err.value) == ("evaluating a Keras model needs the host toolchain, which is not "
+                              "installed: pip install 'edge-fer[convert]'")
