@@ -11,18 +11,17 @@ import functools
 import logging
 import signal
 import sys
+from importlib.metadata import EntryPoint
+from typing import Callable
 
 import click
 
-from edge_fer import __version__
-from edge_fer.config import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
-from edge_fer.errors import EdgeFerError, OutputError, interruption
-from edge_fer_models import SHIPPED
+from edge_fer import __version__, plugins
+from edge_fer.errors import BackendError, EdgeFerError, OutputError, interruption
+from edge_fer.options import (DETECTOR_OPTIONS, MAX_PIXELS, MODEL_OPTIONS, MQTT_OPTIONS, RUN_OPTIONS,
+                              EarlyError, click_options, names)
 
 log = logging.getLogger("edge_fer")
-
-RUN_INTERPRETER_THREADS = 2
-"""`run`'s interpreter threads when --threads is not given (at most the machine's cores)."""
 
 
 def _setup_logging(verbose: int) -> None:
@@ -103,9 +102,56 @@ def handle_errors(fn):
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+#: The entry-point group through which other packages add commands to `edge-fer` (the host
+#: toolchain's `train`, `ensemble`, `convert`): the runtime never names them.
+COMMANDS_GROUP = plugins.COMMANDS
+
+
+def plugin_commands() -> dict[str, EntryPoint]:
+    """The commands installed packages add through `COMMANDS_GROUP`, by name."""
+    return plugins.installed(COMMANDS_GROUP)
+
+
+def _unavailable(ep: EntryPoint, exc: BaseException) -> click.Command:
+    """A stand-in for a command whose package does not load: listed in --help, and one line
+    naming what to install when it is run."""
+    fix = plugins.install_hint(ep)
+    message = f"'{ep.name}' cannot load ({exc}): {fix}"
+
+    def fail(args):
+        raise BackendError(message)
+
+    return click.Command(ep.name, callback=handle_errors(fail), help=f"Not installed: {fix}.",
+                         context_settings={"ignore_unknown_options": True},
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)])
+
+
 class EdgeFerGroup(click.Group):
     """The command group, with click's own errors (a bad option value, an unknown option, a
-    missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2."""
+    missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2.
+    `commands`: where the commands of other packages come from (`plugin_commands`)."""
+
+    def __init__(self, *args, commands: Callable[[], dict[str, EntryPoint]] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self._plugins = commands or plugin_commands
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx, name: str):
+        cmd = super().get_command(ctx, name)
+        ep = self._plugins().get(name) if cmd is None else None
+        if ep is None:
+            return cmd
+        try:
+            cmd = ep.load()
+        except ImportError as exc:
+            cmd = _unavailable(ep, exc)
+        else:
+            # The group's error handling: one line and an exit code, as for its own commands.
+            cmd.callback = handle_errors(cmd.callback)
+        self.add_command(cmd, name)
+        return cmd
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -141,126 +187,12 @@ def cli(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-def model_options(fn):
-    """Options shared by every command that loads a `.tflite` classifier."""
-    opts = [
-        click.option("-m", "--model", default=None, type=click.Path(),
-                     help=f"Model file (.tflite), or a shipped model by name: {', '.join(SHIPPED)}; "
-                          "default: $EDGE_FER_MODEL or the shipped default."),
-        click.option("--labels", type=LabelsType(),
-                     help="Comma-separated class names in output order (overrides metadata)."),
-        click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
-                     help="Pixel normalization (overrides metadata)."),
-        click.option("--crop-margin", type=click.FloatRange(0, 1),
-                     help="Face-box margin per side, fraction of box width (overrides metadata)."),
-        click.option("--threads", type=click.IntRange(1), help="Interpreter threads."),
-        click.option("--tta", is_flag=True, help="Average each face with its mirror image."),
-        click.option("--backend", type=click.Choice(["auto", "litert", "tflite-runtime", "tensorflow"]),
-                     default="auto", show_default=True, help="TFLite interpreter backend."),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
-
-
-def detector_options(fn=None, *, detect_width: int = 640):
-    """Detection options; `@detector_options(detect_width=N)` changes that default."""
-    if fn is None:
-        return functools.partial(detector_options, detect_width=detect_width)
-    from edge_fer.detector import DEFAULT_DETECTOR, detector_names
-
-    opts = [
-        click.option("--detector", type=click.Choice(detector_names()), default=DEFAULT_DETECTOR,
-                     show_default=True,
-                     help="Face detector (edge-fer detectors lists them and whether each is ready)."),
-        click.option("--detect-score", type=click.FloatRange(0, 1),
-                     help="CNN detectors: smallest face confidence (default: the detector's own)."),
-        click.option("--cascade", type=click.Path(dir_okay=False),
-                     help="Haar cascade XML (default: OpenCV's frontal-face cascade)."),
-        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.01, 2.0),
-                     help="Image-pyramid step: larger is faster and misses more faces."),
-        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0),
-                     help="Overlapping detections needed to keep a face: more, fewer false faces."),
-        click.option("--min-face", default=30, show_default=True, type=click.IntRange(8),
-                     help="Smallest face side in pixels."),
-        click.option("--detect-width", default=detect_width, show_default=True, type=click.IntRange(0),
-                     help="Haar: downscale frames to this width for detection (0 = full size); "
-                          "CNN detectors resize to their own input."),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
-
-
-def max_pixels_option(fn):
-    """`--max-pixels N`: images larger than this are refused from their header, undecoded."""
-    from edge_fer.images import DEFAULT_MAX_PIXELS
-
-    return click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
-                        type=click.IntRange(1), metavar="N",
-                        help="Refuse images of more than N pixels (width x height), checked "
-                             "from the file's header before decoding.")(fn)
-
-
-class _EarlyError(click.ClickException):
-    """An EdgeFerError raised while click parses options (outside handle_errors), shown the same
-    way (by EdgeFerGroup, or by `show` for a command used outside the group)."""
-
-    def __init__(self, exc: EdgeFerError):
-        super().__init__(str(exc))
-        self.exit_code = exc.exit_code
-
-    def show(self, file=None) -> None:
-        click.echo(f"edge-fer: error: {self.message}", err=True)
-
-
-class LabelsType(click.ParamType):
-    """Class names in output order: `a,b,c` on the command line, an array in the config."""
-
-    name = "labels"
-    toml_kind = "array"
-    allowed = "an array of at least two distinct names without commas, in output order"
-
-    def convert(self, value, param, ctx):
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
-            self.fail("give class names separated by commas", param, ctx)
-        labels = [v.strip() for v in items]
-        if len(labels) < 2 or not all(labels) or len(set(labels)) != len(labels) \
-                or any("," in v for v in labels):
-            self.fail("give at least two distinct class names, separated by commas", param, ctx)
-        return labels
-
-
-class CameraType(click.ParamType):
-    """`pi`, `usb:N` or `N`, checked by the capture module's own parser."""
-
-    name = "camera"
-    allowed = '"pi", "usb:N" or "N" (a camera index)'
-
-    def convert(self, value, param, ctx):
-        from edge_fer.pipeline.capture import parse_camera
-
-        try:
-            parse_camera(value)
-        except EdgeFerError as exc:
-            raise _EarlyError(exc) from None
-        return value
-
-
-class CheckedString(click.ParamType):
-    """A string that `check` (raising ValueError with the reason) accepts; the message never
-    repeats the value, which may be a secret."""
-
-    def __init__(self, name: str, check, allowed: str):
-        self.name, self.check, self.allowed = name, check, allowed
-
-    def convert(self, value, param, ctx):
-        try:
-            self.check(value)
-        except ValueError as exc:
-            self.fail(f"{exc}: allowed {self.allowed}", param, ctx)
-        return value.strip()
+#: Options shared by every command that loads a `.tflite` classifier (edge_fer.options).
+model_options = click_options(MODEL_OPTIONS)
+#: Detection options, with `predict`'s defaults (`run` has its own in RUN_OPTIONS).
+detector_options = click_options(DETECTOR_OPTIONS)
+#: `--max-pixels N`: images larger than this are refused from their header, undecoded.
+max_pixels_option = MAX_PIXELS.click_option()
 
 
 def config_option(default_path=None, schema=None):
@@ -275,51 +207,13 @@ def config_option(default_path=None, schema=None):
         try:
             apply_config(ctx, value, required=explicit, command=schema() if schema else None)
         except EdgeFerError as exc:
-            raise _EarlyError(exc) from None
+            raise EarlyError(exc) from None
         return value
 
     return click.option("--config", "config_path", type=click.Path(dir_okay=False),
                         default=str(default_path or DEFAULT_CONFIG_PATH), show_default=True,
                         envvar="EDGE_FER_CONFIG", is_eager=True, expose_value=False,
                         callback=callback, help="TOML config file (see edge-fer check-config).")
-
-
-def mqtt_options(fn=None, *, required_option: bool = True):
-    """The MQTT options of `run` (and, less `--mqtt-required`, of `mqtt forget`). The user and
-    password are no options: the config file or the environment only (`mqtt_credentials`)."""
-    if fn is None:
-        return functools.partial(mqtt_options, required_option=required_option)
-    from edge_fer.sinks.mqtt import (DEFAULT_PREFIX, DEVICE_WORDS, PASSWORD_ENV, PREFIX_WORDS,
-                                     URL_WORDS, USERNAME_ENV, check_device, check_prefix,
-                                     parse_broker)
-
-    opts = [
-        click.option("--mqtt", type=CheckedString("url", parse_broker, URL_WORDS), metavar="URL",
-                     help="Publish availability, state and face events to the MQTT broker at "
-                          "URL (mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS), with Home "
-                          "Assistant discovery (docs/fleet.md). User and password: [mqtt] "
-                          f"username and password in the config file, or ${USERNAME_ENV} and "
-                          f"${PASSWORD_ENV}; never on the command line."),
-        click.option("--mqtt-device", type=CheckedString("device", check_device, DEVICE_WORDS),
-                     metavar="ID",
-                     help="Device id in the MQTT topics (edge-fer/ID/...) and in Home Assistant "
-                          "(default: the host's name)."),
-        click.option("--mqtt-prefix", type=CheckedString("prefix", check_prefix, PREFIX_WORDS),
-                     default=DEFAULT_PREFIX, show_default=True,
-                     help="Home Assistant's MQTT discovery prefix."),
-        click.option("--mqtt-ca", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="CA certificate (PEM) to verify an mqtts:// broker with (default: the "
-                          "system's CAs)."),
-    ]
-    if required_option:
-        opts.append(click.option(
-            "--mqtt-required", is_flag=True,
-            help="Stop the run (exit 8) when the broker refuses the user or password or the "
-                 "TLS handshake fails; by default the run goes on without MQTT and exits 7 at "
-                 "the end. A broker that cannot be reached is retried in any case."))
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
 
 
 def mqtt_credentials() -> tuple[str | None, str | None]:
@@ -330,30 +224,15 @@ def mqtt_credentials() -> tuple[str | None, str | None]:
     return file_only(config, "mqtt", "username"), file_only(config, "mqtt", "password")
 
 
-def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
-    from edge_fer import api
-
-    return api.load_classifier(model, labels=labels, normalization=normalization,
-                               crop_margin=crop_margin, threads=threads, tta=tta, backend=backend)
-
-
-def detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width):
-    return dict(detect_score=detect_score, cascade=cascade, scale_factor=scale_factor,
-                min_neighbors=min_neighbors, min_face=min_face, detect_width=detect_width)
-
-
-def load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                  detect_width, backend=None):
-    from edge_fer import api
-
-    return api.load_detector(detector, backend=backend, **detector_kwargs(
-        detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width))
+def _take(options: dict, table) -> dict:
+    """The values of `table`'s options, taken out of a command's `options`."""
+    return {name: options.pop(name) for name in names(table)}
 
 
 @cli.command()
 @model_options
 @handle_errors
-def info(model, labels, normalization, crop_margin, threads, tta, backend):
+def info(**model):
     """Show the interpreter backend, versions and the model's input spec and labels."""
     import json
     import platform
@@ -363,7 +242,9 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 
     from edge_fer.backends import available_backends
 
-    clf = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
+    from edge_fer.analyzer import load_classifier
+
+    clf = load_classifier(**model)
     b = clf.backend_info
     i = clf.input
     click.echo(f"edge-fer {__version__}  python {platform.python_version()}  numpy {np.__version__}  "
@@ -386,9 +267,7 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
 
 #: `predict` options that choose the model or the detector: the server's own are used with
 #: --server, so giving one there is a mistake worth saying.
-_LOCAL_ONLY = ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend",
-               "detector", "detect_score", "cascade", "scale_factor", "min_neighbors", "min_face",
-               "detect_width", "no_detect")
+_LOCAL_ONLY = names(MODEL_OPTIONS) + names(DETECTOR_OPTIONS) + ("no_detect",)
 
 
 @cli.command()
@@ -406,9 +285,7 @@ _LOCAL_ONLY = ("model", "labels", "normalization", "crop_margin", "threads", "tt
 @click.option("--token", envvar="EDGE_FER_TOKEN",
               help="With --server: its access token (default: $EDGE_FER_TOKEN).")
 @handle_errors
-def predict(paths, model, labels, normalization, crop_margin, threads, tta, backend, detector,
-            detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width, as_json,
-            no_detect, annotate, max_pixels, server, token):
+def predict(paths, as_json, no_detect, annotate, max_pixels, server, token, **local):
     """Find faces in images (files or folders) and classify their emotion."""
     import json
     from pathlib import Path
@@ -431,13 +308,11 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
                              "server analyses with its own model and detector")
         remote = RemotePredictor(server, token)
     else:
-        from edge_fer.api import Analyzer
+        from edge_fer.analyzer import Analyzer
         from edge_fer.draw import draw_faces
 
-        analyzer = Analyzer(model, None if no_detect else detector, threads, tta=tta, backend=backend,
-                            labels=labels, normalization=normalization, crop_margin=crop_margin,
-                            **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors,
-                                              min_face, detect_width))
+        detector = local.pop("detector")
+        analyzer = Analyzer(detector=None if no_detect else detector, **local)
     out_dir = Path(annotate) if annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -486,157 +361,29 @@ def _read_bytes(path) -> bytes:
 
 @cli.command()
 @config_option()
-@click.option("--camera", type=CameraType(), help="Camera: pi (picamera2), usb:N or N (OpenCV).")
-@click.option("--source", type=click.Path(), metavar="PATH|URL",
-              help="Video file, image folder, or stream URL (rtsp://, http://).")
-@click.option("--width", default=640, show_default=True, type=click.IntRange(16), help="Camera frame width.")
-@click.option("--height", default=480, show_default=True, type=click.IntRange(16), help="Camera frame height.")
-@click.option("--fps", type=click.FloatRange(1, 240),
-              help="Camera frame rate (default 30); with --realtime, the pace of a file or folder "
-                   "(default: the file's own rate).")
-@click.option("--realtime", is_flag=True,
-              help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
-@click.option("--source-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
-              metavar="SECONDS",
-              help="Cameras and streams: keep retrying one that is down at the start or lost "
-                   "during the run for this long, then fail; 0 retries until stopped.")
-@max_pixels_option
-@model_options
-@detector_options(detect_width=320)
-@click.option("--detect-every", type=click.IntRange(1),
-              help="Full detection at least every N frames; faces are tracked in between "
-                   "(default: the detector's own: haar 5, blazeface 2, blazeface-full 3).")
-@click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
-              help="Frames of scores averaged per face (1 = off).")
-@click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
-              help="Box overlap for a detection to continue a track (with the track's box "
-                   "moved to the detection's frame by the face's speed).")
-@click.option("--log-json", type=click.Path(dir_okay=False),
-              help="Append JSON lines to FILE: stats every --log-interval, face events (time, "
-                   "track, box, label, scores; never pixels), a summary.")
-@click.option("--log-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds between stats lines.")
-@click.option("--log-max-bytes", default=10 * 1024 * 1024, show_default=True,
-              type=click.IntRange(4096), help="Rotate the JSON log when it would grow past this size.")
-@click.option("--log-backups", default=3, show_default=True, type=click.IntRange(0, 100),
-              help="Rotated JSON logs kept (FILE.1, FILE.2, ...).")
-@click.option("--display/--headless", default=None,
-              help="Show the annotated stream in a window (default: when a GUI is available).")
-@click.option("--record", type=click.Path(dir_okay=False),
-              help="Save the annotated stream to a video: .mkv (MPEG-4) or .avi (MJPEG), both "
-                   "readable if the run is cut short; the only way frames reach the disk. An "
-                   "existing file is refused; strftime fields (%Y%m%d-%H%M%S) name each run's own.")
-@click.option("--results", type=click.Path(), metavar="FILE",
-              help="Write every processed frame's faces (frame, time, track, box, smoothed and "
-                   "raw label, scores per label) to FILE: .jsonl (a JSON line per frame) or .csv "
-                   "(a row per face). Every frame of a file read offline; an existing file is "
-                   "refused; strftime fields name each run's own.")
-@click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
-@click.option("--blur-faces", is_flag=True,
-              help="Blur the faces the detector finds, and their tracked boxes between "
-                   "detections, in what is shown or kept: the served stream, the window and "
-                   "--record (the model still sees the faces). A face the detector misses stays "
-                   "sharp: where that must never happen use --privacy frame.")
-@click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
-@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
-@click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
-              is_flag=False, flag_value=DEFAULT_SERVE,
-              metavar="[HOST:PORT]",
-              help=f"Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT "
-                   f"({DEFAULT_SERVE} when given alone).")
-@click.option("--token", type=CheckedString("token", check_token, TOKEN_WORDS),
-              envvar="EDGE_FER_TOKEN",
-              help="Access token for --serve, required on a non-loopback address "
-                   "(default: $EDGE_FER_TOKEN).")
-@click.option("--faces-api", type=click.Choice(["full", "aggregate"]), default="full",
-              show_default=True,
-              help="What /api/faces tells: full (each face's track id, box, label, scores) or "
-                   "aggregate (how many faces show each label: no boxes, no track ids).")
-@click.option("--privacy", type=click.Choice(["faces", "frame"]),
-              help="What to hide in the served stream, the window and --record: faces (as "
-                   "--blur-faces) or frame (the whole picture blurred beyond recognition, boxes "
-                   "and labels drawn on top, so a face the detector misses is never shown).")
-@mqtt_options
+@click_options(RUN_OPTIONS)
 @handle_errors
-def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
-        normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
-        scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
-        iou_threshold, log_json, log_interval, log_max_bytes,
-        log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
-        token, faces_api, privacy, mqtt, mqtt_device, mqtt_prefix, mqtt_ca, mqtt_required):
+def run(**options):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
     prints a summary in every case. Options not given come from the config file (see
     `edge-fer check-config --keys`).
     """
-    import contextlib
-    import os
-
-    from edge_fer.api import (OutputOptions, add_output_sinks, attach_mqtt, open_mqtt, open_server,
-                              run_header, upload_analyzer)
-    from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
-                                   open_source, stop_on_signals)
+    from edge_fer.assemble import build_run
+    from edge_fer.pipeline import stop_on_signals
     from edge_fer.sinks.log import LogSink, format_summary
 
     ctx = click.get_current_context()
-    if token and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+    if options["token"] and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
         click.echo("edge-fer: warning: --token on the command line can be read by every user of "
                    "this machine in /proc/PID/cmdline (ps -ef): set $EDGE_FER_TOKEN or [server] "
                    "token in a config file (chmod 600) instead", err=True)
-    camera, source = _one_source(ctx, camera, source)
-    capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
-                             realtime=realtime, max_frames=max_frames, duration=duration,
-                             lores_width=detect_width, reconnect_timeout_s=source_timeout or None,
-                             max_pixels=max_pixels)
-    src = open_source(capture)
-    out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
-                        log_backups=log_backups, display=display, record=record,
-                        results=results, overwrite=overwrite, serve=serve, token=token,
-                        blur_faces=blur_faces, faces_api=faces_api, privacy=privacy, mqtt=mqtt,
-                        mqtt_device=mqtt_device, mqtt_prefix=mqtt_prefix, mqtt_ca=mqtt_ca,
-                        mqtt_required=mqtt_required)
-    out.mqtt_username, out.mqtt_password = mqtt_credentials()
-    with contextlib.ExitStack() as cleanup:
-        # The port and the token are checked before the model loads and the camera opens: a
-        # service that cannot serve fails at once, in one line, not after a minute of warm-up.
-        server = open_server(out, cleanup, max_pixels)
-        mqtt_sink = open_mqtt(out, cleanup)
-        sinks = [server] if server else []
-        monitor = None
-        if os.environ.get("NOTIFY_SOCKET"):
-            from edge_fer.sinks.systemd import ServiceMonitor, SystemdNotifier
-
-            monitor = ServiceMonitor(SystemdNotifier()).start()
-            cleanup.callback(monitor.close)
-            sinks.append(monitor)
-        face_detector = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors,
-                                      min_face, detect_width, backend)
-        if threads is None:
-            # Capture and detection have a core each on a four-core Pi; two interpreter threads
-            # are the rest. One is not enough for three faces at 30 fps on a Pi 4
-            # (benchmarks/pi_budget.py); a single interpreter thread is LiteRT's own default.
-            threads = min(RUN_INTERPRETER_THREADS, os.cpu_count() or 1)
-        classifier = load_classifier(model, labels, normalization, crop_margin, threads, backend, tta)
-        if monitor is not None:
-            monitor.model_loaded()
-        detect_every = detect_every or face_detector.default_detect_every
-        pipeline = Pipeline(src, face_detector, classifier,
-                            PipelineOptions(capture, TrackerOptions(detect_every=detect_every,
-                                                                    iou_threshold=iou_threshold,
-                                                                    smoothing=smoothing)))
-        if server is not None:
-            server.follow(pipeline.stats)
-            server.serve_predictions(upload_analyzer(
-                model=model, labels=labels, normalization=normalization, crop_margin=crop_margin,
-                tta=tta, backend=backend, detector=detector,
-                **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face,
-                                  detect_width)))
-        if mqtt_sink is not None:
-            attach_mqtt(mqtt_sink, pipeline, server, monitor)
-            sinks.append(mqtt_sink)
-        sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
-        add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
+    options["camera"], options["source"] = _one_source(ctx, options["camera"], options["source"])
+    options["mqtt_username"], options["mqtt_password"] = mqtt_credentials()
+    log_sink = LogSink(options["log_interval"], lambda line: click.echo(f"edge-fer: {line}", err=True))
+    with build_run(options, [log_sink], systemd=True) as assembled:
+        pipeline = assembled.pipeline
         with stop_on_signals(pipeline):
             pipeline.start()
             pipeline.wait()
@@ -654,7 +401,7 @@ def mqtt():
 
 @mqtt.command()
 @config_option(schema=lambda: run)
-@mqtt_options(required_option=False)
+@click_options(o for o in MQTT_OPTIONS if o.name != "mqtt_required")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               metavar="SECONDS", help="Give up when the broker has not answered by then.")
 @handle_errors
@@ -709,25 +456,22 @@ def _one_source(ctx, camera, source):
               help="FER+ votes file (the shared ferplus.csv layout) to score the FER+ majority "
                    "against as well (default: ferplus.csv beside the --data folder, when there).")
 @handle_errors
-def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
-             detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
-             detect, plot, as_json, max_pixels, votes):
+def evaluate(data, usage, limit, detect, plot, as_json, max_pixels, votes, **local):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
-    from edge_fer.api import model_path
+    from edge_fer.analyzer import load_classifier, load_detector, model_path
     from edge_fer.evaluate import evaluate_classifier
 
-    path = model_path(model)
+    model, detection = _take(local, MODEL_OPTIONS), _take(local, DETECTOR_OPTIONS)
+    path, tta = model_path(model.pop("model")), model["tta"]
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
-        from edge_fer_convert.loader import KerasClassifier
-
-        clf = KerasClassifier.load(path, labels=labels, normalization=normalization,
-                                   crop_margin=crop_margin)
+        load_keras = plugins.load(plugins.MODEL_LOADERS, "keras", "evaluating a Keras model")
+        clf = load_keras(path, labels=model["labels"], normalization=model["normalization"],
+                         crop_margin=model["crop_margin"])
     else:
-        clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
-    det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                        detect_width, backend) if detect else None
+        clf = load_classifier(path, **model)
+    det = load_detector(**detection, backend=model["backend"]) if detect else None
     result, extra = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
                                         max_pixels=max_pixels, votes=votes)
     scores = result.scores
@@ -735,7 +479,8 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         from pathlib import Path
 
         from edge_fer.files import write_atomically
-        from edge_fer_convert.plots import confusion_png
+
+        confusion_png = plugins.load(plugins.PLOTS, "confusion", "evaluate --plot")
 
         name = Path(path).name + (" + mirror" if tta else "")
         panels = [(name + (", FER2013 labels" if result.ferplus else ""), scores.to_dict())]
@@ -758,139 +503,6 @@ def _is_dir(path: str) -> bool:
     from pathlib import Path
 
     return Path(path).is_dir()
-
-
-@cli.command()
-@click.option("--arch", default="edgenet", show_default=True, help="Architecture to build (see list below).")
-@click.option("--data", required=True, help="Training data: folder of class subfolders, or FER2013 CSV.")
-@click.option("--val", required=True, help="Validation data used to pick the best epoch.")
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(1))
-@click.option("-o", "--output", required=True, help="Output model, .keras (metadata goes to OUT.json).")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate.")
-@click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default="cosine", show_default=True)
-@click.option("--warmup-epochs", default=2, show_default=True, type=click.IntRange(0))
-@click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 0.5))
-@click.option("--class-weight", type=click.Choice(["none", "balanced", "sqrt"]), default="none", show_default=True)
-@click.option("--augment", type=click.Choice(["none", "light", "standard"]), default="standard", show_default=True)
-@click.option("--mixup", default=0.0, show_default=True, type=click.FloatRange(0), help="Mixup alpha, 0 = off.")
-@click.option("--patience", default=0, show_default=True, type=click.IntRange(0), help="Early stopping, 0 = off.")
-@click.option("--width", type=click.IntRange(4), help="Base width (edgenet).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Backbone weights for vgg16/efficientnetv2.")
-@click.option("--seed", default=1234, show_default=True, type=int)
-@click.option("--limit", type=click.IntRange(1), help="Train on a stratified sample of N images.")
-@click.option("--init", type=click.Path(dir_okay=False),
-              help="Start from this trained .keras model of the same architecture (fine-tuning).")
-@click.option("--teacher", type=click.Path(dir_okay=False), multiple=True,
-              help="Distil from this trained model (.tflite or .keras): the student also learns "
-                   "its probabilities on the training images. Repeat it for a mean of several.")
-@click.option("--distill-alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Weight of the teacher term (the labels get 1 - alpha).")
-@click.option("--distill-temperature", default=3.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Temperature softening teacher and student in the teacher term.")
-@click.option("--teacher-views", default=0, show_default=True, type=click.IntRange(0),
-              help="Run the teacher once on this many views of each training face (the face and "
-                   "augmented copies, cached as OUT.views.npz) and train on those views with their "
-                   "own targets; 0 reuses the plain face's target for each augmented copy.")
-@click.option("--targets", type=click.Choice(["labels", "votes", "majority"]), default="labels",
-              show_default=True,
-              help="Learn each face's folder label, its FER+ vote distribution, or its FER+ "
-                   "majority; with votes or majority, faces without votes keep their label and "
-                   "the best epoch is the best FER+ majority accuracy on --val.")
-@click.option("--votes", type=click.Path(dir_okay=False),
-              help="FER+ votes file for --targets votes/majority (default: ferplus.csv beside "
-                   "the --data folder).")
-@handle_errors
-def train(output, **kw):
-    """Train a FER architecture; re-run the same command to resume an interrupted run.
-
-    Architectures: edgenet (default), edgenet-l, edgenet-s, edgenet-s80, edgenet-sw, edgenet-lite,
-    cnn48, cnn96rgb, cnn224rgb, littlevgg, minixception, vgg16, efficientnetv2.
-    """
-    import os
-
-    if kw["arch"] == "minixception":
-        # oneDNN's strided 1x1 convolution gradient corrupts memory when a layer has few input
-        # channels (mini-Xception's first shortcut has 8) and training aborts; it has to be
-        # switched off before TensorFlow loads. Inference does not use that kernel.
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from edge_fer_convert.train import TrainOptions, command_line, train as run_training
-
-    if kw["weights"] is None and kw["arch"] in ("vgg16", "efficientnetv2"):
-        click.echo("edge-fer: no --weights given: ImageNet weights cannot be downloaded here, "
-                   "training the backbone from scratch", err=True)
-    result = run_training(TrainOptions(**kw), output, command=command_line())
-    which = "" if kw["targets"] == "labels" else " (FER+ majority)"
-    click.echo(f"wrote {result.output}: best validation accuracy{which} {result.best_val_accuracy:.4f} "
-               f"at epoch {result.best_epoch} ({result.params} params, {result.seconds:.0f} s)")
-
-
-@cli.command()
-@click.argument("models", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, help="Output .keras (metadata goes to OUT.json).")
-@click.option("--val", help="Labelled faces to score the members on (and to balance on).")
-@click.option("--usage", help="With a CSV --val: its split.")
-@click.option("--balance", is_flag=True,
-              help="Add per-class logit offsets, chosen on --val, that maximise the mean of "
-                   "accuracy and macro recall.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@handle_errors
-def ensemble(models, output, val, usage, balance, as_json):
-    """Average trained Keras models into one model, to convert like any other."""
-    import json
-
-    from edge_fer_convert.ensemble import EnsembleOptions, build_ensemble
-    from edge_fer_convert.train import command_line
-
-    report = build_ensemble(list(models), output, EnsembleOptions(val=val, usage=usage, balance=balance),
-                            command=command_line())
-    click.echo(json.dumps(report.to_dict()) if as_json else report.table())
-
-
-@cli.command()
-@click.argument("model")
-@click.option("-o", "--output", help="Output .tflite (default: MODEL with .tflite).")
-@click.option("--calibration", help="Representative faces: folder of class subfolders, FER2013 CSV, "
-                                    "or .npz ('images' uint8 NxHxW[xC], optional 'labels' and 'classes').")
-@click.option("--samples", default=300, show_default=True, type=click.IntRange(1),
-              help="Calibration images, drawn across classes.")
-@click.option("--validation", help="Labelled faces to compare float and converted accuracy on.")
-@click.option("--validation-limit", type=click.IntRange(1), help="Score a stratified sample of N.")
-@click.option("--quantization", type=click.Choice(["int8", "dynamic", "float16", "none"]),
-              default="int8", show_default=True)
-@click.option("--max-drop", type=click.FloatRange(0), metavar="POINTS",
-              help="Largest accepted accuracy loss on --validation; int8 then tries more calibration "
-                   "samples, per-tensor scales and QAT before giving up.")
-@click.option("--qat-epochs", default=1, show_default=True, type=click.IntRange(0),
-              help="Quantization-aware fine-tuning epochs when --max-drop needs them (0: never).")
-@click.option("--qat-data", help="Labelled faces to fine-tune on (default: the calibration data).")
-@click.option("--qat-limit", type=click.IntRange(1), help="Fine-tune on a stratified sample of N.")
-@click.option("--labels", type=LabelsType(),
-              help="Comma-separated class names in output order (models without metadata).")
-@click.option("--normalization", type=click.Choice(["unit", "symmetric", "raw"]),
-              help="Pixel normalization (models without metadata).")
-@click.option("--crop-margin", type=click.FloatRange(0, 1), help="Face-box margin the model expects.")
-@click.option("--arch", help="Architecture for a weights-only .h5.")
-@click.option("--usage", help="With a CSV: the split for calibration and fine-tuning.")
-@click.option("--validation-usage", help="With a validation CSV: its split (default: --usage).")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write the report as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Confusion matrices PNG (default: beside --report, as REPORT.png).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Sampling and fine-tuning seed.")
-@click.option("--logit-adjust", type=click.FloatRange(0), metavar="TAU",
-              help="Subtract TAU x log(each class's training share) from the logits before "
-                   "converting: rare classes (disgust) are predicted more often, raising macro "
-                   "recall at some cost in accuracy; 1 removes the whole training prior.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@handle_errors
-def convert(model, as_json, **kw):
-    """Convert a Keras model (.keras, .h5, SavedModel) to TFLite, verify it and report the cost."""
-    import json
-
-    from edge_fer_convert.converter import ConvertOptions, convert as run_convert
-
-    report = run_convert(model, ConvertOptions(**kw))
-    click.echo(json.dumps(report.to_dict()) if as_json else report.table())
 
 
 @cli.group(invoke_without_command=True)

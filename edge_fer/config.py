@@ -2,9 +2,9 @@
 mapping onto the command's options.
 
 Every key is `section.key` where `key` is the `run` option name with `_` for `-`
-(`[detection] min_face = 40` is `--min-face 40`), and every option of `run` has a key. What a key
-accepts and means is read off the click option (`schema_for`): the type, range, choices and help
-are declared once, on the command. The file supplies the *defaults* of `run` (click's
+(`[detection] min_face = 40` is `--min-face 40`), and every option of `run` has a key. Sections
+and options are declared once, in `edge_fer.options`; what a key accepts and means is read off the
+click option made from that declaration (`schema_for`): type, range, choices and help. The file supplies the *defaults* of `run` (click's
 `default_map`), so an option given on the command line, or its environment variable, wins.
 
 Validation collects every problem and reports each one as `FILE:LINE: key 'section.key' ...:
@@ -15,7 +15,6 @@ positions, so `locate_keys` finds the line of each key in the source text.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import logging
 import math
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_fer.errors import InputError, UsageError
+from edge_fer.network import is_loopback, parse_address
+from edge_fer.options import SECTIONS
 from edge_fer_models import SHIPPED
 
 try:
@@ -37,31 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Where the service looks when no `--config` is given.
 DEFAULT_CONFIG_PATH = Path("/etc/edge-fer/config.toml")
-#: Address the local page is served on when `[server] serve` is not set.
-DEFAULT_SERVE = "127.0.0.1:8080"
-#: A token shorter than this is too easy to guess for a device on a shared network.
-MIN_TOKEN_LENGTH = 16
 
 
 # --- the schema, derived from the command's options -------------------------------------------
 
-#: The sections of the file and the `run` options each one holds, in the order the example
-#: documents them. Only the layout lives here: what a key accepts (type, range, choices) and what
-#: it means (the help text) are read off the click option, so the file and the command line
-#: cannot drift apart.
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "source": ("camera", "source", "width", "height", "fps", "realtime", "source_timeout",
-               "max_pixels"),
-    "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
-    "detection": ("detector", "detect_score", "cascade", "scale_factor", "min_neighbors",
-                  "min_face", "detect_width"),
-    "tracking": ("detect_every", "smoothing", "iou_threshold"),
-    "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration",
-               "privacy"),
-    "server": ("serve", "token", "faces_api"),
-    "mqtt": ("mqtt", "mqtt_device", "mqtt_prefix", "mqtt_ca", "mqtt_required"),
-}
 #: Keys of the file that no option has: secrets the command line must never carry (anyone on
 #: the machine reads it in /proc/PID/cmdline). section -> key -> (what it is, the environment
 #: variable that overrides it).
@@ -184,7 +164,7 @@ def schema_for(command) -> dict[str, dict[str, Key]]:
     unplaced = sorted(set(params) - placed)
     if unplaced:
         raise RuntimeError(f"options of {command.name} without a config key: {unplaced}: add them "
-                           "to edge_fer.config.SECTIONS")
+                           "to edge_fer.options.RUN_OPTIONS")
     schema: dict[str, dict[str, Key]] = {}
     for section, names in SECTIONS.items():
         keys = {}
@@ -200,36 +180,6 @@ def schema_for(command) -> dict[str, dict[str, Key]]:
         if keys:
             schema[section] = keys
     return schema
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:8080`) as (host, port); ValueError with the reason if bad."""
-    if not isinstance(text, str):
-        raise ValueError("not a string")
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.\-]+):(\d{1,5})", text.strip())
-    if not m:
-        raise ValueError("not HOST:PORT")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 1-65535")
-    if m.group(1):
-        ipaddress.IPv6Address(host)  # raises ValueError for a malformed address
-    return host, port
-
-
-#: What `--serve` and `[server] serve` take, in words.
-ADDRESS_WORDS = '"HOST:PORT" with PORT 1-65535, e.g. "127.0.0.1:8080" or "[::1]:8080"'
-#: What `--token` and `[server] token` take, in words.
-TOKEN_WORDS = (f"a string of {MIN_TOKEN_LENGTH} or more printable characters without spaces "
-               "(e.g. from `openssl rand -hex 16`)")
-
-
-def check_token(value: Any) -> None:
-    """ValueError unless `value` is a usable access token."""
-    if (not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH
-            or not value.isprintable() or any(c.isspace() for c in value)):
-        raise ValueError("weak or malformed token")
 
 
 # --- locating keys in the source ------------------------------------------------------------------
@@ -509,16 +459,6 @@ def describe_keys(command) -> list[str]:
     return lines + [f"{section}.{key}: {doc} Only in the file or ${env}, never on the command "
                     f"line. (allowed a non-empty string)"
                     for section, keys in FILE_ONLY.items() for key, (doc, env) in keys.items()]
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1), without DNS."""
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def default_map(config: Config) -> dict[str, Any]:

@@ -359,7 +359,7 @@ def test_unknown_option_lists_the_allowed_ones_and_every_run_option_is_one(clip,
 def test_stream_defaults_are_runs_defaults():
     import dataclasses
 
-    from edge_fer.api import RUN_DETECT_WIDTH, OutputOptions
+    from edge_fer.options import RUN_DETECT_WIDTH, OutputOptions
     from edge_fer.cli import run
     from edge_fer.pipeline import CaptureOptions, TrackerOptions
 

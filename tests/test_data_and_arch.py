@@ -72,7 +72,7 @@ def test_every_architecture_builds_with_its_declared_input():
 def test_train_help_names_every_architecture():
     """`edge-fer train --help` lists the architectures as text (the runtime's CLI does not import
     the host toolchain to build its help), so the list is checked against the registry here."""
-    from edge_fer.cli import train
+    from edge_fer_convert.commands import train
     from edge_fer_convert.architectures import ARCHITECTURES
 
     listed = train.__doc__.split("Architectures:", 1)[1].replace("(default)", "")

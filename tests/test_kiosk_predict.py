@@ -19,7 +19,8 @@ import pytest
 
 from clips import make_clip
 from conftest import assert_one_line_error, run_cli
-from edge_fer.api import Analyzer, upload_analyzer
+from edge_fer.analyzer import Analyzer
+from edge_fer.assemble import upload_analyzer
 from edge_fer.predict import ImageResult
 from edge_fer.sinks.server import ServerOptions, ServerSink
 from kiosk_helpers import alive, free_port, spawn_run, stop_run, wait_for
@@ -40,7 +41,7 @@ def analyzer(default_model):
 @pytest.fixture(scope="module")
 def server(analyzer):
     with ServerSink(ServerOptions(port=0, max_upload_bytes=3 * 1024 * 1024)) as sink:
-        sink.serve_predictions(analyzer)
+        sink.serve_predictions(analyzer.analyze)
         yield sink
 
 
@@ -153,7 +154,7 @@ def test_a_body_cut_short_is_a_400(server, photo):
 def test_the_token_rules_are_those_of_the_other_routes(analyzer, photo):
     data = photo.read_bytes()
     with ServerSink(ServerOptions(port=0, token=TOKEN)) as sink:
-        sink.serve_predictions(analyzer)
+        sink.serve_predictions(analyzer.analyze)
         url = sink.url + "api/predict"
         status, headers, _ = post(url, data)
         assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
@@ -165,7 +166,7 @@ def test_the_token_rules_are_those_of_the_other_routes(analyzer, photo):
 def test_more_uploads_than_slots_get_503_with_retry_after(analyzer, photo):
     data = photo.read_bytes()
     with ServerSink(ServerOptions(port=0, max_predicts=2)) as sink:
-        sink.serve_predictions(analyzer)
+        sink.serve_predictions(analyzer.analyze)
         results: list[tuple[int, str | None]] = []
         for _ in range(3):
             gate = threading.Barrier(10)

@@ -34,24 +34,26 @@ from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from edge_fer import __version__
-from edge_fer.config import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
+from edge_fer.network import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
 from edge_fer.draw import draw_faces, hide, privacy_mode
 from edge_fer.errors import InputError, UsageError
 from edge_fer.images import DEFAULT_MAX_PIXELS, ImageTooLarge, decode_image
-from edge_fer.predict import ImageResult
+from edge_fer.predict import Face, ImageResult
 from edge_fer.results import FrameResult, StatsSnapshot
 from edge_fer.sinks.base import Sink
 
-if TYPE_CHECKING:  # the API builds on the sinks: only the type is needed here
-    from edge_fer.api import Analyzer
+#: What answers `POST /api/predict`: a decoded frame (uint8 BGR) in, its faces out, largest first
+#: (`edge_fer.analyzer.Analyzer.analyze`).
+AnalyzeFn = Callable[[np.ndarray], "list[Face]"]
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +230,7 @@ class ServerSink(Sink):
         self._streams = 0
         self._stop = threading.Event()
         self._page, self._csp = _load_page()
-        self._analyzer: Analyzer | None = None
+        self._analyze: AnalyzeFn | None = None
         self._predict_slots = threading.BoundedSemaphore(opts.max_predicts)
 
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -276,11 +278,12 @@ class ServerSink(Sink):
             self._handled_at = time.monotonic()
             self._cond.notify_all()
 
-    def serve_predictions(self, analyzer: "Analyzer") -> None:
-        """Answer `POST /api/predict` with `analyzer`: give it a model instance of its own (an
-        interpreter is not thread-safe, and sharing the camera loop's would stall it) and one
-        interpreter thread. Until this is called, the route answers 503."""
-        self._analyzer = analyzer
+    def serve_predictions(self, analyze: AnalyzeFn) -> None:
+        """Answer `POST /api/predict` with `analyze` (an `Analyzer`'s `analyze`): give it a
+        model instance of its own (an interpreter is not thread-safe, and sharing the camera
+        loop's would stall it) and one interpreter thread. Until this is called, the route
+        answers 503."""
+        self._analyze = analyze
 
     def follow(self, stats_fn: Callable[[], StatsSnapshot]) -> None:
         """Answer /api/stats and /metrics from `stats_fn` (the pipeline's `stats`) at request
@@ -508,8 +511,8 @@ class ServerSink(Sink):
         if len(body) < length:
             req.close_connection = True
             return error(400, f"the request body ended after {len(body)} of {length} bytes")
-        analyzer = self._analyzer
-        if analyzer is None:
+        analyze = self._analyze
+        if analyze is None:
             return error(503, "the model is still loading", {"Retry-After": "2"})
         try:
             name, data = _upload(req.headers.get("Content-Type", ""), body)
@@ -520,7 +523,7 @@ class ServerSink(Sink):
                          {"Retry-After": "1"})
         try:
             frame = decode_image(data, "bgr", o.max_pixels, name)
-            faces = analyzer.analyze(frame)
+            faces = analyze(frame)
             if query.get("annotate", ["0"])[0] not in ("1", "true", "yes"):
                 return (200, json.dumps(ImageResult(name, faces).to_dict()).encode(),
                         "application/json", {})
