@@ -171,15 +171,6 @@ class _FakePicamera2Base:
         except Exception:
             raise RuntimeError(PICAMERA2_INIT_FAILED)  # noqa: B904 - picamera2 0.3.x chains so
 
-    @property
-    def config(self) -> dict | None:
-        """What edge-fer asked for: each configured stream's size and format."""
-        if self.camera_config is None:
-            return None
-        return {name: {"size": self.camera_config[name]["size"],
-                       "format": self.camera_config[name]["format"]}
-                for name in ("main", "lores") if self.camera_config[name] is not None}
-
     def create_video_configuration(self, main={}, lores=None, raw={}, transform=None,  # noqa: B006
                                    colour_space=None, buffer_count=6, controls={}, display="main",
                                    encode="main", queue=True, sensor={}, use_case="video") -> dict:

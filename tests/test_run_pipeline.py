@@ -137,8 +137,10 @@ def test_pi_camera_pipeline_with_a_fake_picamera2(clip, classifier):
     source = PiCameraSource(640, 480, 30, lores_width=320, camera=cam)
     pipeline, got = _run(source, classifier, CaptureOptions(camera="pi", max_frames=60))
     assert pipeline.error is None and pipeline.stop_reason == "max frames"
-    assert cam.config["main"] == {"size": (640, 480), "format": "RGB888"}
-    assert cam.config["lores"] == {"size": (320, 240), "format": "YUV420"}
+    main, lores = cam.camera_config["main"], cam.camera_config["lores"]
+    assert (main["size"], main["format"]) == ((640, 480), "RGB888")
+    assert (lores["size"], lores["format"]) == ((320, 240), "YUV420")
+    assert cam.camera_config["controls"]["FrameRate"] == 30.0
     # One request per frame: both streams through capture_arrays, the same instant in each.
     assert cam.captures == {"main": 60, "lores": 60} and cam.requests == 60
     assert cam.stopped == 1 and not cam.started
