@@ -167,13 +167,15 @@ def _iou(a, b) -> float:
 
 
 def compare_live(x86: list[dict], arm: list[dict], min_frames: int = LIVE_MIN_FRAMES,
-                 min_iou: float = LIVE_MIN_IOU, agreement: float = LIVE_LABEL_AGREEMENT) -> list[str]:
+                 min_iou: float = LIVE_MIN_IOU, agreement: float = LIVE_LABEL_AGREEMENT,
+                 seen: dict | None = None) -> list[str]:
     """Two `edge-fer run --camera pi --results` files (a record per processed frame) of the same
     frames served by the fake picamera2 on x86 and aarch64. Live, frames are dropped and a
     detection lands when it is done, so the frames processed and the boxes' lag differ; compared
     on every frame both processed once both had found faces: the same number of faces, each
     aarch64 face overlapping one of x86's by `min_iou`, and the same raw label (the frame's own
-    classification of the face) on at least `agreement` of them."""
+    classification of the face) on at least `agreement` of them. `seen`, when given, gets the
+    figures: frames and faces compared, the smallest overlap, the labels that agreed."""
     xf = {r["frame"]: r["faces"] for r in x86}
     af = {r["frame"]: r["faces"] for r in arm}
     first_x = min((f for f, faces in xf.items() if faces), default=None)
@@ -188,6 +190,7 @@ def compare_live(x86: list[dict], arm: list[dict], min_frames: int = LIVE_MIN_FR
         out.append(f"{len(common)} frames processed by both runs after both found faces, "
                    f"expected at least {min_frames}")
     same = compared = 0
+    lowest = 1.0
     for f in common:
         xs, ars = xf[f], af[f]
         if len(xs) != len(ars):
@@ -196,6 +199,7 @@ def compare_live(x86: list[dict], arm: list[dict], min_frames: int = LIVE_MIN_FR
         for face in ars:
             best = max(xs, key=lambda x: _iou(x["box"], face["box"]))
             overlap = _iou(best["box"], face["box"])
+            lowest = min(lowest, overlap)
             if overlap < min_iou:
                 out.append(f"frame {f}: aarch64 face at {face['box']} overlaps x86's nearest "
                            f"{best['box']} by {overlap:.2f} (at least {min_iou})")
@@ -205,6 +209,8 @@ def compare_live(x86: list[dict], arm: list[dict], min_frames: int = LIVE_MIN_FR
     if compared and same < agreement * compared:
         out.append(f"the same raw label on {same} of {compared} faces, expected at least "
                    f"{100 * agreement:.0f} %")
+    if seen is not None:
+        seen.update(frames=len(common), faces=compared, same_label=same, lowest_iou=lowest)
     return out
 
 
@@ -239,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = f"{len(read_events(x86))} face events identical (frames, tracks, boxes, labels; scores within 1/256)"
     elif a.what == "live-results":
         x86, arm = _load_jsonl(a.x86), _load_jsonl(a.arm)
-        diffs = compare_live(x86, arm)
-        ok = (f"{len(arm)} frames processed on aarch64, {len(x86)} on x86: the same faces in the "
-              f"same places on the frames both processed, raw labels agreeing")
+        seen: dict = {}
+        diffs = compare_live(x86, arm, seen=seen)
+        ok = (f"{seen.get('faces')} faces on {seen.get('frames')} frames both processed "
+              f"({len(arm)} on aarch64, {len(x86)} on x86): each overlapping x86's by IoU >= "
+              f"{seen.get('lowest_iou', 0):.2f}, the same raw label on {seen.get('same_label')}")
     else:
         log = _load_jsonl(a.log)
         diffs = check_live(log, a.min_frames, a.min_faces)
