@@ -22,6 +22,8 @@ import numpy as np
 
 from edge_fer.datasets import LabelledImages, load_labelled
 from edge_fer.errors import InputError, ModelError, UsageError
+from edge_fer.ferplus import (PROTOCOL, TARGETS, default_votes_file, folder_votes, read_votes,
+                              training_targets)
 from edge_fer.metadata import ModelMetadata
 from edge_fer_convert.architectures import count_macs, get_architecture
 from edge_fer_convert.distill import (check_teacher, distillation_loss, label_accuracy, teacher_targets,
@@ -88,6 +90,14 @@ class TrainOptions:
     init: str | None = None
     """A trained `.keras` model of the same architecture to start from (fine-tuning, e.g. a
     second, shorter cosine cycle at a lower `lr`); None starts from random weights."""
+    targets: str = "labels"
+    """What each training face is learnt as: `labels` (the folder's, FER2013's), `votes` (its
+    normalised FER+ 7-class vote distribution) or `majority` (its FER+ majority); with votes or
+    majority, faces without votes keep their label and the best epoch is chosen on the
+    validation faces' FER+ majority (see `edge_fer.ferplus`)."""
+    votes: str | None = None
+    """FER+ votes file for `targets` votes or majority (default: `ferplus.csv` beside the
+    `data` folder, as in the shared layout)."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -204,13 +214,15 @@ def _as_input(data: LabelledImages, channels: int) -> np.ndarray:
 
 def make_dataset(tf, data: LabelledImages, spec, *, batch: int, n_classes: int, training: bool,
                  augment: str, seed: int, mixup: float = 0.0, label_smoothing: float = 0.0,
-                 soft: np.ndarray | None = None, repeat: bool = False):
-    """Batches of (normalized image, target). With `soft` (N x classes, a teacher's tempered
-    probabilities) the target is the one-hot label followed by `soft` (see `distill`). `repeat`
-    makes a training set endless (for epochs shorter than one pass over it: `steps_per_epoch`)."""
+                 soft: np.ndarray | None = None, repeat: bool = False,
+                 targets: np.ndarray | None = None):
+    """Batches of (normalized image, target). The target is the one-hot label, or `targets`
+    (N x classes, e.g. FER+ vote distributions) when given; with `soft` (N x classes, a
+    teacher's tempered probabilities) `soft` follows it (see `distill`). `repeat` makes a
+    training set endless (for epochs shorter than one pass over it: `steps_per_epoch`)."""
     channels = 3 if spec.color == "rgb" else 1
     x = _as_input(data, channels)
-    y = tf.one_hot(data.labels, n_classes).numpy()
+    y = tf.one_hot(data.labels, n_classes).numpy() if targets is None else targets.astype(np.float32)
     if soft is not None:
         y = np.concatenate([y, soft.astype(y.dtype)], axis=1)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -297,6 +309,11 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
         raise UsageError(f"--teacher-views must be 0 or more (got {opts.teacher_views})")
     if opts.init and not Path(opts.init).is_file():
         raise InputError(f"--init model not found: {opts.init}")
+    if opts.targets not in TARGETS:
+        raise UsageError(f"unknown targets {opts.targets!r}: choose {', '.join(TARGETS)}")
+    if opts.votes and opts.targets == "labels":
+        raise UsageError("--votes is for --targets votes or majority")
+    votes_files = _votes_files(opts) if opts.targets != "labels" else None
     output.parent.mkdir(parents=True, exist_ok=True)
 
     size = (spec.size, spec.size)
@@ -304,6 +321,9 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     val_data = load_labelled(opts.val, size=size, color=spec.color, classes=train_data.classes)
     if len(train_data.classes) < 2:
         raise InputError(f"training data in {opts.data} has fewer than two classes")
+    targets = None
+    if votes_files:
+        targets, keep, val_data, vote_record = _vote_targets(opts, votes_files, train_data, val_data)
 
     keras = keras_module()
     import tensorflow as tf
@@ -327,6 +347,9 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
                                 cache=output.with_name(output.stem + ".views.npz"))
         # The views are the augmentation; a flip keeps each one's (mirror-mean) target.
         fit_data, augment, steps_per_epoch = teacher.views, "flip", steps
+        if targets is not None:
+            # View-major: view v of face i is row v * N + i.
+            targets, keep = np.tile(targets, (opts.teacher_views, 1)), np.tile(keep, opts.teacher_views)
     elif opts.teacher:
         teacher = teacher_targets(opts.teacher, train_data, source=opts.data, limit=opts.limit,
                                   seed=opts.seed, cache=output.with_name(output.stem + ".teacher.npz"))
@@ -336,6 +359,8 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
                  f" over {opts.teacher_views} views of each face" if opts.teacher_views else "",
                  " (cached)" if teacher.cached else "")
         soft = tempered(teacher.probs, opts.distill_temperature)
+        if targets is not None:
+            soft = soft[keep]
         # Validation is scored on labels only; its soft part is the label itself.
         val_soft = np.eye(n_classes, dtype=np.float32)[val_data.labels]
         loss = distillation_loss(keras, n_classes, alpha=opts.distill_alpha,
@@ -345,6 +370,18 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=opts.label_smoothing)
         metrics = ["accuracy"]
+    if targets is not None:
+        # Faces the protocol leaves out (majority contempt, unknown, not a face) are not trained on.
+        index = np.flatnonzero(keep)
+        fit_data, targets = fit_data.subset(index), targets[index]
+        fit_data.labels = np.argmax(targets, axis=1)
+        steps = math.ceil(len(fit_data) / max(1, opts.teacher_views) / opts.batch_size)
+        if steps_per_epoch is not None:
+            steps_per_epoch = steps
+        log.info("training on %d faces' %s (%d without votes on their own label), choosing the "
+                 "epoch on %d validation faces' FER+ majority", len(fit_data),
+                 "FER+ vote distributions" if opts.targets == "votes" else "FER+ majorities",
+                 vote_record["train"]["unmatched"], len(val_data))
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=_lr_schedule(keras, opts, steps),
                                          weight_decay=opts.weight_decay),
@@ -353,7 +390,7 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     )
     train_ds = make_dataset(tf, fit_data, spec, batch=opts.batch_size, n_classes=n_classes,
                             training=True, augment=augment, seed=opts.seed, mixup=opts.mixup,
-                            soft=soft, repeat=steps_per_epoch is not None)
+                            soft=soft, repeat=steps_per_epoch is not None, targets=targets)
     val_ds = make_dataset(tf, val_data, spec, batch=256, n_classes=n_classes, training=False,
                           augment="none", seed=opts.seed, soft=val_soft)
 
@@ -381,7 +418,7 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     # default) cannot apply to a tf.data.Dataset.
     hist = model.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=verbose,
                      shuffle=False, steps_per_epoch=steps_per_epoch,
-                     class_weight=class_weights(train_data.labels, n_classes, opts.class_weight),
+                     class_weight=class_weights(fit_data.labels, n_classes, opts.class_weight),
                      callbacks=callbacks)
     seconds = time.monotonic() - t0
 
@@ -417,6 +454,8 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
                                  if opts.teacher_views else
                                  "teacher probabilities of the unaugmented training images, mean of each face and its mirror"),
             },
+            "targets": opts.targets,
+            "ferplus": vote_record if targets is not None else None,
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
         },
@@ -424,6 +463,41 @@ def train(opts: TrainOptions, output: str | os.PathLike, *, command: str | None 
     save_keras_with_metadata(best, output, meta)
     return TrainResult(str(output), best_acc, best_epoch, len(hist.epoch), seconds,
                        int(best.count_params()), train_data.classes)
+
+
+def _votes_files(opts: TrainOptions) -> tuple[Path, Path]:
+    """The votes files of the training and validation folders (checked before any loading)."""
+    files = []
+    for flag, source in (("--data", opts.data), ("--val", opts.val)):
+        if not Path(source).is_dir():
+            raise UsageError(f"--targets {opts.targets} needs folders of FER2013 files: {flag} "
+                             f"{source} is not a folder")
+        path = Path(opts.votes) if opts.votes else default_votes_file(source)
+        if not path.is_file():
+            raise InputError(f"--targets {opts.targets} needs the FER+ votes file: "
+                             f"{'not found' if opts.votes else 'none at'} {path}"
+                             f"{'' if opts.votes else '; give one with --votes FILE'}")
+        files.append(path)
+    return files[0], files[1]
+
+
+def _vote_targets(opts: TrainOptions, votes_files: tuple[Path, Path], train_data: LabelledImages,
+                  val_data: LabelledImages):
+    """Training targets and faces kept (`edge_fer.ferplus.training_targets`), the validation
+    faces with a FER+ majority labelled by it, and what to record in the provenance."""
+    rows = {f: read_votes(f) for f in set(votes_files)}
+    train_votes = folder_votes(rows[votes_files[0]], opts.data, train_data.paths, train_data.classes,
+                               votes_files[0])
+    val_votes = folder_votes(rows[votes_files[1]], opts.val, val_data.paths, val_data.classes,
+                             votes_files[1])
+    targets, keep = training_targets(train_votes, train_data.labels, opts.targets)
+    kept = val_votes.kept
+    val = LabelledImages(val_data.images[kept], val_votes.majority[kept], val_data.classes,
+                         [val_data.paths[i] for i in kept])
+    record = {"votes": [str(f) for f in votes_files], "protocol": PROTOCOL,
+              "train": train_votes.counts.to_dict(), "train_faces_used": int(keep.sum()),
+              "val": val_votes.counts.to_dict()}
+    return targets, keep, val, record
 
 
 def _read_history(path: Path) -> list[dict]:

@@ -34,6 +34,8 @@ _LAZY = {
     "Stream": "edge_fer.api",
     "STREAM_OPTIONS": "edge_fer.api",
     "Face": "edge_fer.predict",
+    "evaluate_model": "edge_fer.api",
+    "Evaluation": "edge_fer.evaluate",
     "FrameResult": "edge_fer.results",
     "TrackedFace": "edge_fer.results",
     "TrackEvent": "edge_fer.results",
@@ -41,10 +43,12 @@ _LAZY = {
 
 __all__ = ["Analyzer", "BackendError", "EdgeFerError", "Face", "FrameResult", "InputError",
            "ModelError", "STREAM_OPTIONS", "SourceError", "Stream", "TrackEvent", "TrackedFace",
-           "UsageError", "__version__", "analyze", "stream"]
+           "UsageError", "__version__", "analyze", "stream", "evaluate_model", "Evaluation"]
 
 if TYPE_CHECKING:
     from edge_fer.api import STREAM_OPTIONS, Analyzer, Stream, analyze, stream
+    from edge_fer.api import evaluate_model
+    from edge_fer.evaluate import Evaluation
     from edge_fer.predict import Face
     from edge_fer.results import FrameResult, TrackedFace, TrackEvent
 

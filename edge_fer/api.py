@@ -30,6 +30,7 @@ from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, FaceDetector, create_detector
 from edge_fer.detector.base import as_uint8_frame
 from edge_fer.errors import InputError, UsageError
+from edge_fer.evaluate import Evaluation, evaluate_classifier
 from edge_fer.images import DEFAULT_MAX_PIXELS, iter_image_paths, read_image
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source
 from edge_fer.pipeline.capture import Source
@@ -90,6 +91,23 @@ def load_detector(detector: str = DEFAULT_DETECTOR, *, detect_score: float | Non
         min_neighbors=min_neighbors, min_size=min_face, detect_width=detect_width,
         min_score=detect_score, backend=None if backend in (None, "auto") else backend))
 
+
+
+def evaluate_model(data: str | os.PathLike, *, model: str | os.PathLike | None = None,
+             votes: str | os.PathLike | None = None, usage: str | None = None,
+             limit: int | None = None, detector: str | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, **classifier: Any) -> Evaluation:
+    """`edge-fer evaluate` (named so because `edge_fer.evaluate` is the scoring module): the `.tflite` model (see `model_path`) scored on the labelled faces
+    at `data` (a folder of class subfolders, the FER2013 CSV with `usage`, an `.npz`), against
+    their labels and, where there are FER+ votes (`votes`, else `ferplus.csv` beside the
+    folder), against the FER+ majority (`Evaluation.ferplus`; `Evaluation.note` says why not).
+    `detector` (a name) scores each image's largest detected face; `classifier` takes
+    `load_classifier`'s keywords."""
+    clf = load_classifier(model, **classifier)
+    det = load_detector(detector, backend=classifier.get("backend")) if detector else None
+    result, _ = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
+                                    max_pixels=max_pixels, votes=votes)
+    return result
 
 def load_image(image: ImageInput) -> np.ndarray:
     """`image` as a uint8 frame a detector takes (BGR H x W x 3 or gray H x W).
@@ -205,11 +223,36 @@ class OutputOptions:
     token: str | None = None
     """Access token for `serve`, required on a non-loopback address."""
     blur_faces: bool = False
-    """Blur each face in what is shown and kept (the served stream, the window, the recording);
-    the model still sees the faces."""
+    """Blur each face the detector found, and its tracked box between detections, in what is
+    shown and kept (the served stream, the window, the recording); the model still sees the
+    faces. A face the detector missed stays sharp: see `privacy`."""
     faces_api: str = "full"
     """What `serve`'s `/api/faces` tells: "full" (track ids, boxes, labels, scores) or
-    "aggregate" (faces per label only)."""
+    "aggregate" (faces per label only). "aggregate" also keeps boxes and track ids out of the
+    MQTT events."""
+    privacy: str | None = None
+    """What is hidden in what is shown and kept: "faces" (as `blur_faces`) or "frame" (the
+    whole picture blurred, boxes and labels drawn on top: a face the detector missed is never
+    shown)."""
+    mqtt: str | None = None
+    """Publish availability, state and face events to the MQTT broker at this URL
+    (`mqtt://HOST[:PORT]`, `mqtts://HOST[:PORT]`), with Home Assistant discovery; see
+    `edge_fer.sinks.mqtt` and docs/fleet.md."""
+    mqtt_device: str | None = None
+    """The device id in the MQTT topics and in Home Assistant (default: the host's name)."""
+    mqtt_prefix: str = "homeassistant"
+    """Home Assistant's MQTT discovery prefix."""
+    mqtt_ca: str | None = None
+    """CA certificate (PEM) to verify an `mqtts://` broker with (default: the system's CAs)."""
+    mqtt_required: bool = False
+    """Stop the run (exit 8) when the broker refuses the credentials or TLS fails; by default
+    the run goes on without MQTT."""
+    mqtt_username: str | None = None
+    """The broker's user name; None: $EDGE_FER_MQTT_USERNAME (`edge-fer run` reads it from
+    the environment or the config file only, never the command line)."""
+    mqtt_password: str | None = dataclasses.field(default=None, repr=False)
+    """The broker's password; None: $EDGE_FER_MQTT_PASSWORD (`edge-fer run`: the environment
+    or the config file only); never logged."""
 
 
 def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib.ExitStack,
@@ -228,12 +271,42 @@ def add_output_sinks(pipeline: Pipeline, out: OutputOptions, cleanup: contextlib
         cleanup.callback(json_log.close)
         sinks.append(json_log)
     if out.display or (out.display is None and gui_problem() is None):
-        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces))
+        sinks.append(DisplaySink(pipeline.stop, blur_faces=out.blur_faces, privacy=out.privacy))
     if out.record:
         sinks.append(RecorderSink(_run_name(out.record), overwrite=out.overwrite,
-                                  blur_faces=out.blur_faces))
+                                  blur_faces=out.blur_faces, privacy=out.privacy))
     for sink in sinks:
         pipeline.add_sink(sink)
+
+
+def open_mqtt(out: OutputOptions, cleanup: contextlib.ExitStack):
+    """The MQTT sink `out.mqtt` asks for, closed by `cleanup`, or None. Made before the model
+    loads, so a bad URL, a missing CA file or a missing paho-mqtt fails at once; it connects
+    once `attach_mqtt` starts it, and a broker that is down is retried while the run goes on."""
+    if not out.mqtt:
+        return None
+    # Imported here, not at the top: paho-mqtt is an optional extra ([mqtt]).
+    from edge_fer.sinks.mqtt import PASSWORD_ENV, USERNAME_ENV, MqttOptions, MqttSink
+
+    sink = MqttSink(MqttOptions(
+        url=out.mqtt, device=out.mqtt_device, prefix=out.mqtt_prefix, ca_file=out.mqtt_ca,
+        username=out.mqtt_username or os.environ.get(USERNAME_ENV),
+        password=out.mqtt_password or os.environ.get(PASSWORD_ENV), required=out.mqtt_required,
+        aggregate=out.faces_api == "aggregate"))
+    cleanup.callback(sink.close)
+    return sink
+
+
+def attach_mqtt(mqtt, pipeline: Pipeline, server: Any = None, monitor: Any = None) -> None:
+    """Start `mqtt` (an `open_mqtt` sink) with the pipeline's labels and model, and let the
+    page server's `/api/stats` and `/metrics` and systemd's status report on it."""
+    from edge_fer.sinks.mqtt import STATUS_METRICS
+
+    mqtt.start(pipeline.classifier.labels, Path(str(pipeline.classifier.path)).stem)
+    if server is not None:
+        server.add_status("mqtt", mqtt.status, STATUS_METRICS)
+    if monitor is not None:
+        monitor.add_status(lambda: f"mqtt={mqtt.state}")
 
 
 def _run_name(path: str) -> str:
@@ -257,6 +330,7 @@ def open_server(out: OutputOptions, cleanup: contextlib.ExitStack,
 
     return cleanup.enter_context(ServerSink(ServerOptions.from_serve(
         out.serve, out.token, blur_faces=out.blur_faces, faces_api=out.faces_api,
+        privacy=out.privacy,
         max_pixels=max_pixels)))
 
 
@@ -452,6 +526,7 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
     cleanup = contextlib.ExitStack()
     with _closing_on_error(cleanup):
         server = open_server(out, cleanup, capture.max_pixels)
+        mqtt = open_mqtt(out, cleanup)
         classifier_kw = pick(_CLASSIFIER_KEYS)
         detector = load_detector(**detector_kw, backend=classifier_kw.get("backend"))
         classifier = load_classifier(**classifier_kw)
@@ -460,7 +535,9 @@ def stream(source: str | os.PathLike | Source, **options: Any) -> Stream:
         pipeline = Pipeline(src, detector, classifier, PipelineOptions(capture, tracking))
         sink = _ResultSink(queue_size, not (src.live or capture.realtime))
         add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server),
-                         first=[sink] + ([server] if server else []))
+                         first=[sink] + ([server] if server else []) + ([mqtt] if mqtt else []))
+        if mqtt is not None:
+            attach_mqtt(mqtt, pipeline, server)
         if server is not None:
             server.follow(pipeline.stats)
             server.serve_predictions(upload_analyzer(**classifier_kw, **detector_kw))
@@ -483,5 +560,6 @@ def _closing_on_error(cleanup: contextlib.ExitStack) -> Iterator[None]:
 
 
 __all__ = ["Analyzer", "Face", "ImageInput", "OutputOptions", "STREAM_OPTIONS", "Stream",
-           "add_output_sinks", "analyze", "default_model_path", "load_classifier", "model_path",
+           "add_output_sinks", "analyze", "attach_mqtt", "default_model_path", "load_classifier",
+           "model_path", "open_mqtt",
            "load_detector", "load_image", "open_server", "run_header", "stream", "upload_analyzer"]

@@ -263,16 +263,17 @@ class CheckedString(click.ParamType):
         return value.strip()
 
 
-def config_option(default_path=None):
+def config_option(default_path=None, schema=None):
     """`--config FILE`: the file's values become the command's defaults, so options on the
     command line still win. Without --config (or $EDGE_FER_CONFIG), /etc/edge-fer/config.toml is
-    read when it exists."""
+    read when it exists. `schema`: a function returning the command whose options the file
+    holds (`run`'s), for a command that takes only some of them."""
     from edge_fer.config import DEFAULT_CONFIG_PATH, apply_config
 
     def callback(ctx, param, value):
         explicit = ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT
         try:
-            apply_config(ctx, value, required=explicit)
+            apply_config(ctx, value, required=explicit, command=schema() if schema else None)
         except EdgeFerError as exc:
             raise _EarlyError(exc) from None
         return value
@@ -281,6 +282,52 @@ def config_option(default_path=None):
                         default=str(default_path or DEFAULT_CONFIG_PATH), show_default=True,
                         envvar="EDGE_FER_CONFIG", is_eager=True, expose_value=False,
                         callback=callback, help="TOML config file (see edge-fer check-config).")
+
+
+def mqtt_options(fn=None, *, required_option: bool = True):
+    """The MQTT options of `run` (and, less `--mqtt-required`, of `mqtt forget`). The user and
+    password are no options: the config file or the environment only (`mqtt_credentials`)."""
+    if fn is None:
+        return functools.partial(mqtt_options, required_option=required_option)
+    from edge_fer.sinks.mqtt import (DEFAULT_PREFIX, DEVICE_WORDS, PASSWORD_ENV, PREFIX_WORDS,
+                                     URL_WORDS, USERNAME_ENV, check_device, check_prefix,
+                                     parse_broker)
+
+    opts = [
+        click.option("--mqtt", type=CheckedString("url", parse_broker, URL_WORDS), metavar="URL",
+                     help="Publish availability, state and face events to the MQTT broker at "
+                          "URL (mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS), with Home "
+                          "Assistant discovery (docs/fleet.md). User and password: [mqtt] "
+                          f"username and password in the config file, or ${USERNAME_ENV} and "
+                          f"${PASSWORD_ENV}; never on the command line."),
+        click.option("--mqtt-device", type=CheckedString("device", check_device, DEVICE_WORDS),
+                     metavar="ID",
+                     help="Device id in the MQTT topics (edge-fer/ID/...) and in Home Assistant "
+                          "(default: the host's name)."),
+        click.option("--mqtt-prefix", type=CheckedString("prefix", check_prefix, PREFIX_WORDS),
+                     default=DEFAULT_PREFIX, show_default=True,
+                     help="Home Assistant's MQTT discovery prefix."),
+        click.option("--mqtt-ca", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="CA certificate (PEM) to verify an mqtts:// broker with (default: the "
+                          "system's CAs)."),
+    ]
+    if required_option:
+        opts.append(click.option(
+            "--mqtt-required", is_flag=True,
+            help="Stop the run (exit 8) when the broker refuses the user or password or the "
+                 "TLS handshake fails; by default the run goes on without MQTT and exits 7 at "
+                 "the end. A broker that cannot be reached is retried in any case."))
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def mqtt_credentials() -> tuple[str | None, str | None]:
+    """(user, password) from the environment or the config file of the running command."""
+    from edge_fer.config import CONFIG_META, file_only
+
+    config = click.get_current_context().meta.get(CONFIG_META)
+    return file_only(config, "mqtt", "username"), file_only(config, "mqtt", "password")
 
 
 def load_classifier(model, labels, normalization, crop_margin, threads, backend, tta=False):
@@ -462,7 +509,8 @@ def _read_bytes(path) -> bytes:
 @click.option("--smoothing", default=10, show_default=True, type=click.IntRange(1),
               help="Frames of scores averaged per face (1 = off).")
 @click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0),
-              help="Box overlap for a detection to continue a track.")
+              help="Box overlap for a detection to continue a track (with the track's box "
+                   "moved to the detection's frame by the face's speed).")
 @click.option("--log-json", type=click.Path(dir_okay=False),
               help="Append JSON lines to FILE: stats every --log-interval, face events (time, "
                    "track, box, label, scores; never pixels), a summary.")
@@ -485,8 +533,10 @@ def _read_bytes(path) -> bytes:
                    "refused; strftime fields name each run's own.")
 @click.option("--overwrite", is_flag=True, help="Let --record and --results replace an existing file.")
 @click.option("--blur-faces", is_flag=True,
-              help="Blur every face in what is shown or kept: the served stream, the window and "
-                   "--record (the model still sees the faces).")
+              help="Blur the faces the detector finds, and their tracked boxes between "
+                   "detections, in what is shown or kept: the served stream, the window and "
+                   "--record (the model still sees the faces). A face the detector misses stays "
+                   "sharp: where that must never happen use --privacy frame.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after reading N frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
 @click.option("--serve", type=CheckedString("address", parse_address, ADDRESS_WORDS),
@@ -502,13 +552,18 @@ def _read_bytes(path) -> bytes:
               show_default=True,
               help="What /api/faces tells: full (each face's track id, box, label, scores) or "
                    "aggregate (how many faces show each label: no boxes, no track ids).")
+@click.option("--privacy", type=click.Choice(["faces", "frame"]),
+              help="What to hide in the served stream, the window and --record: faces (as "
+                   "--blur-faces) or frame (the whole picture blurred beyond recognition, boxes "
+                   "and labels drawn on top, so a face the detector misses is never shown).")
+@mqtt_options
 @handle_errors
 def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels, model, labels,
         normalization, crop_margin, threads, tta, backend, detector, detect_score, cascade,
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
-        token, faces_api):
+        token, faces_api, privacy, mqtt, mqtt_device, mqtt_prefix, mqtt_ca, mqtt_required):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -518,8 +573,8 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     import contextlib
     import os
 
-    from edge_fer.api import (OutputOptions, add_output_sinks, open_server, run_header,
-                              upload_analyzer)
+    from edge_fer.api import (OutputOptions, add_output_sinks, attach_mqtt, open_mqtt, open_server,
+                              run_header, upload_analyzer)
     from edge_fer.pipeline import (CaptureOptions, Pipeline, PipelineOptions, TrackerOptions,
                                    open_source, stop_on_signals)
     from edge_fer.sinks.log import LogSink, format_summary
@@ -538,11 +593,15 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
                         results=results, overwrite=overwrite, serve=serve, token=token,
-                        blur_faces=blur_faces, faces_api=faces_api)
+                        blur_faces=blur_faces, faces_api=faces_api, privacy=privacy, mqtt=mqtt,
+                        mqtt_device=mqtt_device, mqtt_prefix=mqtt_prefix, mqtt_ca=mqtt_ca,
+                        mqtt_required=mqtt_required)
+    out.mqtt_username, out.mqtt_password = mqtt_credentials()
     with contextlib.ExitStack() as cleanup:
         # The port and the token are checked before the model loads and the camera opens: a
         # service that cannot serve fails at once, in one line, not after a minute of warm-up.
         server = open_server(out, cleanup, max_pixels)
+        mqtt_sink = open_mqtt(out, cleanup)
         sinks = [server] if server else []
         monitor = None
         if os.environ.get("NOTIFY_SOCKET"):
@@ -573,6 +632,9 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
                 tta=tta, backend=backend, detector=detector,
                 **detector_kwargs(detect_score, cascade, scale_factor, min_neighbors, min_face,
                                   detect_width)))
+        if mqtt_sink is not None:
+            attach_mqtt(mqtt_sink, pipeline, server, monitor)
+            sinks.append(mqtt_sink)
         sinks.append(LogSink(log_interval, lambda line: click.echo(f"edge-fer: {line}", err=True)))
         add_output_sinks(pipeline, out, cleanup, run_header(pipeline, server), first=sinks)
         with stop_on_signals(pipeline):
@@ -583,6 +645,35 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
         raise pipeline.error
     if pipeline.output_failures:
         raise OutputError(f"not everything asked for was written: {'; '.join(pipeline.output_failures)}")
+
+
+@cli.group()
+def mqtt():
+    """MQTT: what `run --mqtt` leaves on the broker."""
+
+
+@mqtt.command()
+@config_option(schema=lambda: run)
+@mqtt_options(required_option=False)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              metavar="SECONDS", help="Give up when the broker has not answered by then.")
+@handle_errors
+def forget(mqtt, mqtt_device, mqtt_prefix, mqtt_ca, timeout):
+    """Remove a device from Home Assistant and the broker: publish empty retained messages to
+    its discovery configs, availability and state. Stop its `run` first (a running one
+    announces itself again when it reconnects)."""
+    from edge_fer.errors import UsageError
+    from edge_fer.sinks.mqtt import MqttOptions, clear_retained
+
+    if not mqtt:
+        raise UsageError("give the broker: --mqtt URL, or [mqtt] mqtt in the config file")
+    user, password = mqtt_credentials()
+    cleared = clear_retained(MqttOptions(url=mqtt, device=mqtt_device, prefix=mqtt_prefix,
+                                         ca_file=mqtt_ca, username=user, password=password),
+                             timeout)
+    for topic in cleared:
+        click.echo(topic)
+    click.echo(f"edge-fer: cleared {len(cleared)} retained topic(s)", err=True)
 
 
 def _one_source(ctx, camera, source):
@@ -614,16 +705,18 @@ def _one_source(ctx, camera, source):
               help="Also draw the confusion matrix to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @max_pixels_option
+@click.option("--votes", type=click.Path(dir_okay=False),
+              help="FER+ votes file (the shared ferplus.csv layout) to score the FER+ majority "
+                   "against as well (default: ferplus.csv beside the --data folder, when there).")
 @handle_errors
 def evaluate(data, usage, limit, model, labels, normalization, crop_margin, threads, tta, backend,
              detector, detect_score, cascade, scale_factor, min_neighbors, min_face, detect_width,
-             detect, plot, as_json, max_pixels):
+             detect, plot, as_json, max_pixels, votes):
     """Accuracy, macro recall, per-class recall and confusion of a .tflite or Keras model."""
     import json
 
     from edge_fer.api import model_path
-    from edge_fer.datasets import load_labelled, remap_labels
-    from edge_fer.evaluate import detect_largest_faces, evaluate_probs
+    from edge_fer.evaluate import evaluate_classifier
 
     path = model_path(model)
     if path.endswith((".h5", ".hdf5", ".keras")) or _is_dir(path):
@@ -633,25 +726,11 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
                                    crop_margin=crop_margin)
     else:
         clf = load_classifier(path, labels, normalization, crop_margin, threads, backend, tta)
-    extra = {}
-    if detect:
-        ds = load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
-                           max_pixels=max_pixels)
-        ds = remap_labels(ds, clf.labels)
-        det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
-                            detect_width, backend)
-        ds, missed = detect_largest_faces(ds, det, clf.input_size, clf.color, clf.crop_margin)
-        extra = {"detected": len(ds), "undetected": missed}
-        if len(ds) == 0:
-            from edge_fer.errors import InputError
-
-            raise InputError(f"the detector found no face in any image of {data}: "
-                             "try --no-detect for face crops, or a smaller --min-face")
-    else:
-        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
-                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
-                          clf.labels)
-    scores = evaluate_probs(lambda x: clf.predict_proba(list(x)), ds)
+    det = load_detector(detector, detect_score, cascade, scale_factor, min_neighbors, min_face,
+                        detect_width, backend) if detect else None
+    result, extra = evaluate_classifier(clf, data, usage=usage, limit=limit, detector=det,
+                                        max_pixels=max_pixels, votes=votes)
+    scores = result.scores
     if plot:
         from pathlib import Path
 
@@ -659,17 +738,20 @@ def evaluate(data, usage, limit, model, labels, normalization, crop_margin, thre
         from edge_fer_convert.plots import confusion_png
 
         name = Path(path).name + (" + mirror" if tta else "")
-        write_atomically(Path(plot), confusion_png([(name, scores.to_dict())],
-                                                   title=f"{Path(data).name}, {scores.count} faces"))
+        panels = [(name + (", FER2013 labels" if result.ferplus else ""), scores.to_dict())]
+        if result.ferplus:
+            panels.append((f"{name}, FER+ majority ({result.ferplus.scores.count} faces)",
+                           result.ferplus.scores.to_dict()))
+        write_atomically(Path(plot), confusion_png(panels, title=f"{Path(data).name}, {scores.count} faces"))
     if as_json:
-        click.echo(json.dumps({"model": path, "data": data, **extra, **scores.to_dict()}))
+        click.echo(json.dumps({"model": path, "data": data, **extra, **result.to_dict()}))
     else:
         click.echo(f"model: {path}")
         if extra:
             total = extra["detected"] + extra["undetected"]
             click.echo(f"faces detected in {extra['detected']} of {total} images "
                        f"(scores below are over those)")
-        click.echo(scores.table())
+        click.echo(result.table())
 
 
 def _is_dir(path: str) -> bool:
@@ -710,6 +792,14 @@ def _is_dir(path: str) -> bool:
               help="Run the teacher once on this many views of each training face (the face and "
                    "augmented copies, cached as OUT.views.npz) and train on those views with their "
                    "own targets; 0 reuses the plain face's target for each augmented copy.")
+@click.option("--targets", type=click.Choice(["labels", "votes", "majority"]), default="labels",
+              show_default=True,
+              help="Learn each face's folder label, its FER+ vote distribution, or its FER+ "
+                   "majority; with votes or majority, faces without votes keep their label and "
+                   "the best epoch is the best FER+ majority accuracy on --val.")
+@click.option("--votes", type=click.Path(dir_okay=False),
+              help="FER+ votes file for --targets votes/majority (default: ferplus.csv beside "
+                   "the --data folder).")
 @handle_errors
 def train(output, **kw):
     """Train a FER architecture; re-run the same command to resume an interrupted run.
@@ -730,7 +820,8 @@ def train(output, **kw):
         click.echo("edge-fer: no --weights given: ImageNet weights cannot be downloaded here, "
                    "training the backbone from scratch", err=True)
     result = run_training(TrainOptions(**kw), output, command=command_line())
-    click.echo(f"wrote {result.output}: best validation accuracy {result.best_val_accuracy:.4f} "
+    which = "" if kw["targets"] == "labels" else " (FER+ majority)"
+    click.echo(f"wrote {result.output}: best validation accuracy{which} {result.best_val_accuracy:.4f} "
                f"at epoch {result.best_epoch} ({result.params} params, {result.seconds:.0f} s)")
 
 

@@ -57,12 +57,24 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                   "min_face", "detect_width"),
     "tracking": ("detect_every", "smoothing", "iou_threshold"),
     "logging": ("log_json", "log_interval", "log_max_bytes", "log_backups"),
-    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration"),
+    "output": ("display", "record", "results", "overwrite", "blur_faces", "max_frames", "duration",
+               "privacy"),
     "server": ("serve", "token", "faces_api"),
+    "mqtt": ("mqtt", "mqtt_device", "mqtt_prefix", "mqtt_ca", "mqtt_required"),
 }
+#: Keys of the file that no option has: secrets the command line must never carry (anyone on
+#: the machine reads it in /proc/PID/cmdline). section -> key -> (what it is, the environment
+#: variable that overrides it).
+FILE_ONLY: dict[str, dict[str, tuple[str, str]]] = {
+    "mqtt": {"username": ("The MQTT broker's user name.", "EDGE_FER_MQTT_USERNAME"),
+             "password": ("The MQTT broker's password (chmod 600 the file).",
+                          "EDGE_FER_MQTT_PASSWORD")},
+}
+#: Where `apply_config` leaves the loaded `Config` in the click context's `meta`.
+CONFIG_META = "edge_fer.config"
 #: Files the run reads: the command line checks them when it loads them, the config file at once,
 #: so `check-config` catches a wrong path before a restart does.
-INPUT_FILES = frozenset({"model", "cascade"})
+INPUT_FILES = frozenset({"model", "cascade", "mqtt_ca"})
 #: The parameter of `--config` itself, the one option without a key.
 CONFIG_PARAM = "config_path"
 
@@ -431,11 +443,20 @@ def parse_config(text: str, command, path: str | os.PathLike = "<config>") -> Co
                             f"allowed keys in it: {', '.join(schema[section])}")
             continue
         keys = schema[section]
+        file_only = FILE_ONLY.get(section, {})
         for key, value in table.items():
             name = f"{section}.{key}"
+            if key in file_only:
+                if not _KIND_CHECKS["string"](value):
+                    problems.append(f"{at(section, key)}: key '{name}' has {_type_name(value)}: "
+                                    "allowed a non-empty string")
+                else:
+                    values.setdefault(section, {})[key] = value
+                continue
             if key not in keys:
+                allowed = [*keys, *file_only]
                 problems.append(f"{at(section, key)}: key '{name}' is unknown: allowed keys in "
-                                f"[{section}]: {', '.join(keys)}{_close(key, keys)}")
+                                f"[{section}]: {', '.join(allowed)}{_close(key, allowed)}")
                 continue
             spec = keys[key]
             try:
@@ -465,13 +486,16 @@ def parse_config(text: str, command, path: str | os.PathLike = "<config>") -> Co
         warnings.append(f"{at('server', 'serve')}: key 'server.serve' is not a loopback address "
                         "and the file sets no 'server.token': the server will refuse to start "
                         "unless --token is given")
-    if "token" in srv:
+    # Secrets in a file anyone on the machine can read.
+    for section, key in (("server", "token"), ("mqtt", "password")):
+        if key not in values.get(section, {}):
+            continue
         try:
             mode = p.stat().st_mode
         except OSError:
             mode = 0
         if mode & 0o004:
-            warnings.append(f"{at('server', 'token')}: the file holds 'server.token' and anyone "
+            warnings.append(f"{at(section, key)}: the file holds '{section}.{key}' and anyone "
                             f"on the machine can read it: chmod 600 {p}")
     if problems:
         raise ConfigError(problems)
@@ -480,8 +504,11 @@ def parse_config(text: str, command, path: str | os.PathLike = "<config>") -> Co
 
 def describe_keys(command) -> list[str]:
     """One line per allowed key of click `command`: `section.key: doc (allowed ...)`."""
-    return [f"{section}.{key}: {spec.doc} (allowed {spec.allowed})"
-            for section, keys in schema_for(command).items() for key, spec in keys.items()]
+    lines = [f"{section}.{key}: {spec.doc} (allowed {spec.allowed})"
+             for section, keys in schema_for(command).items() for key, spec in keys.items()]
+    return lines + [f"{section}.{key}: {doc} Only in the file or ${env}, never on the command "
+                    f"line. (allowed a non-empty string)"
+                    for section, keys in FILE_ONLY.items() for key, (doc, env) in keys.items()]
 
 
 def is_loopback(host: str) -> bool:
@@ -497,23 +524,38 @@ def is_loopback(host: str) -> bool:
 def default_map(config: Config) -> dict[str, Any]:
     """The command's `default_map`: option parameter name -> value. Keys are the parameter
     names; click converts each value with the option's own type, as if typed."""
-    return {key: value for table in config.values.values() for key, value in table.items()}
+    return {key: value for section, table in config.values.items() for key, value in table.items()
+            if key not in FILE_ONLY.get(section, {})}
 
 
-def apply_config(ctx, path: str | os.PathLike | None, *, required: bool = True) -> Config | None:
+def file_only(config: Config | None, section: str, key: str) -> str | None:
+    """A `FILE_ONLY` key's value: its environment variable, else the config file, else None."""
+    env = FILE_ONLY[section][key][1]
+    return os.environ.get(env) or (config.get(section, key) if config is not None else None)
+
+
+def apply_config(ctx, path: str | os.PathLike | None, *, required: bool = True,
+                 command=None) -> Config | None:
     """Load `path` into the defaults of click context `ctx` (command-line options still win).
 
     For a `--config` option declared with `is_eager=True`: eager options are processed first, so
     the default_map is in place before click resolves the other options' defaults. With
     `required=False` a missing file is no error (the default path on a fresh machine).
+    `command`: validate against that command's options (`run`'s, for a command that takes some
+    of them) and take the keys `ctx.command` has. The Config is kept in `ctx.meta[CONFIG_META]`.
     """
     if path is None:
         return None
     if not required and not Path(path).exists():
         log.info("no config file at %s; using built-in defaults", path)
         return None
-    config = load_config(path, ctx.command)
+    config = load_config(path, command or ctx.command)
     for w in config.warnings:
         log.warning("%s", w)
-    ctx.default_map = {**(ctx.default_map or {}), **default_map(config)}
+    defaults = default_map(config)
+    if command is not None:
+        own = {p.name for p in ctx.command.params}
+        defaults = {k: v for k, v in defaults.items() if k in own}
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[CONFIG_META] = config
     return config

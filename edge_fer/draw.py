@@ -45,23 +45,57 @@ BLUR_GRID = 6
 BLUR_MARGIN = 0.15
 
 
+def _blur_region(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Blur frame[y0:y1, x0:x1] beyond recognition, in place: shrunk to a `BLUR_GRID` grid
+    along its shorter side and stretched back smoothly (no blocks, whose edges a viewer could
+    read)."""
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    roi = frame[y0:y1, x0:x1]
+    side = min(x1 - x0, y1 - y0)
+    grid = (max(1, round(BLUR_GRID * (x1 - x0) / side)), max(1, round(BLUR_GRID * (y1 - y0) / side)))
+    small = cv2.resize(roi, grid, interpolation=cv2.INTER_AREA)
+    smooth = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    k = max(3, ((side // BLUR_GRID) | 1))
+    frame[y0:y1, x0:x1] = cv2.GaussianBlur(smooth, (k, k), 0)
+
+
 def blur_faces(frame: np.ndarray, faces: list) -> np.ndarray:
-    """`frame` (changed in place) with each face box, plus a margin, blurred beyond recognition:
-    shrunk to a `BLUR_GRID` grid and stretched back smoothly (no blocks, whose edges a viewer
-    could read). For what is shown or recorded, never for what the model sees."""
+    """`frame` (changed in place) with each face box, plus a margin, blurred beyond recognition.
+    Only the faces given: a face the detector missed, and the tracker did not carry, stays
+    sharp (`privacy="frame"` hides those too). For what is shown or recorded, never for what
+    the model sees."""
     fh, fw = frame.shape[:2]
     for f in faces:
         x, y, w, h = (int(v) for v in f.box)
         mx, my = int(w * BLUR_MARGIN), int(h * BLUR_MARGIN)
-        x0, y0 = max(0, x - mx), max(0, y - my)
-        x1, y1 = min(fw, x + w + mx), min(fh, y + h + my)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            continue
-        roi = frame[y0:y1, x0:x1]
-        small = cv2.resize(roi, (BLUR_GRID, BLUR_GRID), interpolation=cv2.INTER_AREA)
-        smooth = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        k = max(3, ((min(x1 - x0, y1 - y0) // BLUR_GRID) | 1))
-        frame[y0:y1, x0:x1] = cv2.GaussianBlur(smooth, (k, k), 0)
+        _blur_region(frame, max(0, x - mx), max(0, y - my), min(fw, x + w + mx), min(fh, y + h + my))
+    return frame
+
+
+#: What `privacy` can hide in what is shown and kept: "faces" (the detected and tracked faces,
+#: as --blur-faces) or "frame" (the whole picture, so a face the detector misses is never shown).
+PRIVACY_MODES = ("faces", "frame")
+
+
+def privacy_mode(blur_faces: bool = False, privacy: str | None = None) -> str | None:
+    """The privacy mode of a sink's options: `privacy` when given, else "faces" with
+    `blur_faces`, else None (nothing hidden). ValueError for an unknown mode."""
+    if privacy is not None and privacy not in PRIVACY_MODES:
+        raise ValueError(f"privacy {privacy!r}: allowed {' or '.join(PRIVACY_MODES)}")
+    return privacy or ("faces" if blur_faces else None)
+
+
+def hide(frame: np.ndarray, faces: list, mode: str | None) -> np.ndarray:
+    """`frame` (changed in place) with what `mode` hides blurred beyond recognition: the faces
+    ("faces"), the whole picture ("frame": faces the detector missed too) or nothing (None).
+    The boxes and labels are drawn afterwards, on top."""
+    if mode == "frame":
+        # A grid of BLUR_GRID cells across the frame's height: even a face filling the picture
+        # keeps no more detail than a blurred face box.
+        _blur_region(frame, 0, 0, frame.shape[1], frame.shape[0])
+    elif mode == "faces":
+        blur_faces(frame, faces)
     return frame
 
 
@@ -83,14 +117,13 @@ def overlay_text(result: FrameResult, stats: StatsSnapshot) -> str:
 
 
 def annotate(result: FrameResult, stats: StatsSnapshot, out: np.ndarray | None = None, *,
-             blur: bool = False) -> np.ndarray:
+             blur: bool = False, privacy: str | None = None) -> np.ndarray:
     """A copy of the result's frame (into `out` when it fits) with boxes, labels and overlay;
-    with `blur`, the faces blurred first (`blur_faces`)."""
+    with `blur`, the faces blurred first (`blur_faces`); with `privacy` what it hides (`hide`)."""
     frame = result.frame
     if out is None or out.shape != frame.shape:
         out = np.empty_like(frame)
     np.copyto(out, frame)
-    if blur:
-        blur_faces(out, result.faces)
+    hide(out, result.faces, privacy_mode(blur, privacy))
     draw_faces(out, result.faces)
     return draw_overlay(out, overlay_text(result, stats))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from edge_fer.datasets import LabelledImages
+from edge_fer.datasets import LabelledImages, load_labelled, remap_labels
 from edge_fer.detector import FaceDetector, crop_detected
+from edge_fer.errors import InputError
+from edge_fer.ferplus import PROTOCOL, VoteCounts, VotesDoNotFit, default_votes_file, load_folder_votes
+from edge_fer.images import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +76,23 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> Scor
     )
 
 
-def evaluate_probs(predict: Callable[[np.ndarray], np.ndarray], data: LabelledImages,
-                   batch: int = 64) -> Scores:
-    """Score `predict` (uint8 batch -> probabilities) on `data`, whose labels are in model order."""
-    preds = []
+def predict_labels(predict: Callable[[np.ndarray], np.ndarray], data: LabelledImages,
+                   batch: int = 64) -> tuple[np.ndarray, float]:
+    """`predict`'s (uint8 batch -> probabilities) top class of each face of `data`, and the
+    seconds per face it took."""
+    preds = [np.zeros(0, dtype=np.int64)]
     t0 = time.perf_counter()
     for i in range(0, len(data), batch):
         preds.append(np.argmax(predict(data.images[i:i + batch]), axis=1))
-    elapsed = time.perf_counter() - t0
-    result = score(data.labels, np.concatenate(preds), data.classes)
-    result.seconds_per_face = elapsed / max(1, len(data))
+    return np.concatenate(preds), (time.perf_counter() - t0) / max(1, len(data))
+
+
+def evaluate_probs(predict: Callable[[np.ndarray], np.ndarray], data: LabelledImages,
+                   batch: int = 64) -> Scores:
+    """Score `predict` (uint8 batch -> probabilities) on `data`, whose labels are in model order."""
+    preds, seconds = predict_labels(predict, data, batch)
+    result = score(data.labels, preds, data.classes)
+    result.seconds_per_face = seconds
     return result
 
 
@@ -99,3 +111,115 @@ def detect_largest_faces(data: LabelledImages, detector: FaceDetector, size: tup
     images = np.stack(crops) if crops else np.zeros((0, size[1], size[0]), np.uint8)
     return (LabelledImages(images, data.labels[idx], data.classes, [data.paths[i] for i in keep]),
             len(data) - len(keep))
+
+
+@dataclass
+class VotesScores:
+    """Scores against the FER+ majority, beside the data's own (FER2013) labels."""
+
+    scores: Scores
+    """Over the faces the protocol keeps (`counts.kept`)."""
+    counts: VoteCounts
+    """How many faces were kept and left out, and why."""
+    votes_file: str
+    """The votes file read."""
+
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(), "protocol": PROTOCOL, "faces": self.counts.to_dict(),
+                "votes_file": self.votes_file}
+
+
+@dataclass
+class Evaluation:
+    """A model scored on labelled faces: against their labels, and against the FER+ majority
+    where the data has votes."""
+
+    scores: Scores
+    """Against the data's labels (a FER2013 folder's: FER2013's labels)."""
+    ferplus: VotesScores | None = None
+    """Against the FER+ majority; None without votes (`note` says why)."""
+    note: str | None = None
+    """Why there are no FER+ figures, when there are none."""
+
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(),
+                "ferplus": self.ferplus.to_dict() if self.ferplus else None,
+                **({"ferplus_note": self.note} if self.note else {})}
+
+    def table(self) -> str:
+        if self.ferplus is None:
+            return f"{self.scores.table()}\n{self.note}"
+        return (f"FER2013 labels\n{self.scores.table()}\n\nFER+ majority ({self.ferplus.votes_file}): "
+                f"{self.ferplus.counts.summary()}\n{self.ferplus.scores.table()}")
+
+
+def votes_for(data_source: str | os.PathLike, votes: str | os.PathLike | None) -> tuple[Path | None, str | None]:
+    """The votes file for `data_source` (`votes`, else `ferplus.csv` beside a split folder),
+    or None and the line that says why there are no FER+ figures."""
+    if votes is not None:
+        if not Path(votes).is_file():
+            raise InputError(f"FER+ votes file not found: {votes}")
+        if not Path(data_source).is_dir():
+            raise InputError(f"--votes needs a folder of class subfolders as the data, not {data_source}")
+        return Path(votes), None
+    found = default_votes_file(data_source) if Path(data_source).is_dir() else None
+    if found is None:
+        return None, ("FER+ figures need the votes file and a folder of FER2013 files (ferplus.csv "
+                      "beside it, or --votes FILE): votes are matched by file name, not CSV or .npz rows")
+    if not found.is_file():
+        return None, f"FER+ figures need the votes file: none at {found}; give one with --votes FILE"
+    return found, None
+
+
+def evaluate_with_votes(predict: Callable[[np.ndarray], np.ndarray], data: LabelledImages,
+                        data_source: str | os.PathLike, votes: str | os.PathLike | None = None,
+                        batch: int = 64) -> Evaluation:
+    """Score `predict` on `data` (loaded from the folder `data_source`, labels in model order)
+    against its labels and, where a votes file is found (`votes_for`), its FER+ majority.
+
+    A votes file found beside the folder that names none of its files gives the FER2013 figures
+    and a note; one named by `votes` must fit the folder (InputError otherwise).
+    """
+    preds, seconds = predict_labels(predict, data, batch)
+    own = score(data.labels, preds, data.classes)
+    own.seconds_per_face = seconds
+    path, note = votes_for(data_source, votes)
+    if path is None:
+        return Evaluation(own, note=note)
+    try:
+        fv = load_folder_votes(path, data_source, data.paths, data.classes)
+    except VotesDoNotFit as exc:
+        if votes is not None:
+            raise
+        return Evaluation(own, note=f"no FER+ figures: {exc}")
+    kept = fv.kept
+    ferplus = score(fv.majority[kept], preds[kept], data.classes)
+    ferplus.seconds_per_face = seconds
+    return Evaluation(own, VotesScores(ferplus, fv.counts, str(path)))
+
+
+def evaluate_classifier(clf, data: str | os.PathLike, *, usage: str | None = None,
+                        limit: int | None = None, detector: FaceDetector | None = None,
+                        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                        votes: str | os.PathLike | None = None) -> tuple[Evaluation, dict]:
+    """Score the classifier `clf` (`.tflite` or Keras: `predict_proba`, `labels`, `input_size`,
+    `color`, `crop_margin`) on the labelled faces at `data`, and against their FER+ majority
+    where there are votes (`evaluate_with_votes`).
+
+    With `detector`, each image's largest detected face is scored (images without one are left
+    out); the second value then says how many images had a face (`detected`, `undetected`).
+    """
+    extra: dict = {}
+    if detector is not None:
+        ds = remap_labels(load_labelled(data, usage=usage, size=None, color="bgr", limit=limit,
+                                        max_pixels=max_pixels), clf.labels)
+        ds, missed = detect_largest_faces(ds, detector, clf.input_size, clf.color, clf.crop_margin)
+        extra = {"detected": len(ds), "undetected": missed}
+        if len(ds) == 0:
+            raise InputError(f"the detector found no face in any image of {data}: "
+                             "try --no-detect for face crops, or a smaller --min-face")
+    else:
+        ds = remap_labels(load_labelled(data, usage=usage, size=clf.input_size, color=clf.color,
+                                        limit=limit, classes=clf.labels, max_pixels=max_pixels),
+                          clf.labels)
+    return evaluate_with_votes(lambda x: clf.predict_proba(list(x)), ds, data, votes), extra

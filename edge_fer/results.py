@@ -27,6 +27,15 @@ class TrackedFace:
     """Smoothed probabilities per label."""
     raw_label: str = ""
     """This frame's unsmoothed top label."""
+    first_frame: int = -1
+    """The frame on which this face's track started (-1: unknown)."""
+    dwell_s: float = 0.0
+    """Seconds from the capture of the track's first frame to this one's: how long this person
+    has been in view (for a file read offline, processing time; frames over the file's fps
+    give its video time)."""
+    since_detection: int = 0
+    """Frames since a detection last found this face: 0 when this frame's own detection did;
+    more when the box was moved here by the tracker's motion model."""
 
 
 @dataclass
@@ -67,13 +76,26 @@ class TrackEvent:
     box: tuple[int, int, int, int] | None = None
     scores: dict[str, float] = field(default_factory=dict)
     """The smoothed probabilities per label."""
+    first_frame: int = -1
+    """The frame on which the track started."""
+    last_frame: int = -1
+    """The last frame on which the face was shown (a `leave` is noticed later when the face
+    vanished mid-picture: its track is kept `keep_lost` frames in case it comes back)."""
+    dwell_s: float = 0.0
+    """Seconds from the capture of the track's first frame to that of `last_frame` (for a
+    file read offline, processing time: (last_frame - first_frame) / fps is its video time)."""
+    labels: dict[str, int] = field(default_factory=dict)
+    """The track's label history: frames shown with each smoothed label so far."""
 
     def to_dict(self) -> dict:
         """What a log keeps of an event: no pixels, only the track, its box and its scores."""
         return {"event": self.kind, "track": self.track_id, "frame": self.frame_index,
                 "label": self.label, "score": round(self.score, 4), "previous": self.previous,
                 "box": [int(v) for v in self.box] if self.box else None,
-                "scores": {k: round(float(v), 4) for k, v in self.scores.items()}}
+                "scores": {k: round(float(v), 4) for k, v in self.scores.items()},
+                "first_frame": self.first_frame, "last_frame": self.last_frame,
+                "dwell_s": round(self.dwell_s, 3),
+                "labels": dict(self.labels)}
 
 
 def _figure(doc: str, metric: str | None = "gauge"):
@@ -114,7 +136,9 @@ class StatsSnapshot:
     first_result_s: float | None = _figure("Seconds from the start to the first processed frame.")
     first_face_s: float | None = _figure("Seconds from the start to the first frame with a face.")
     detections: int = _figure("Face-detector passes so far.", "counter")
-    tracks_started: int = _figure("Face tracks started so far (faces that appeared).", "counter")
+    tracks_started: int = _figure("Face tracks started so far (faces that appeared: the people "
+                                  "seen; someone who leaves and comes back counts again).",
+                                  "counter")
     reconnects: int = _figure("Times a lost live source was reopened.", "counter")
     model_failures: int = _figure("Frames on which the model raised an error (their faces are "
                                   "left out).", "counter")

@@ -57,6 +57,18 @@ def face_sprites(images_dir: Path, face_px: int = 96, margin: float = 0.35) -> l
     return sprites
 
 
+def textured_background(size: tuple[int, int], seed: int = 1234) -> np.ndarray:
+    """A grey BGR canvas of `size` (w, h) with a gentle gradient and sensor-like noise."""
+    import cv2
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    canvas = (70 + 60 * xx / w + 30 * yy / h).astype(np.float32)
+    canvas += rng.normal(0, 6, canvas.shape)
+    return cv2.cvtColor(np.clip(canvas, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
 def make_clip(path: str | os.PathLike, images_dir: Path, frames: int = 150, fps: float = 30.0,
               n_faces: int = 3, leave_at: float | None = 0.6, size: tuple[int, int] = (640, 480),
               face_px: int = 96) -> Clip:
@@ -65,11 +77,7 @@ def make_clip(path: str | os.PathLike, images_dir: Path, frames: int = 150, fps:
     import cv2
 
     w, h = size
-    rng = np.random.default_rng(1234)
-    yy, xx = np.mgrid[0:h, 0:w]
-    canvas = (70 + 60 * xx / w + 30 * yy / h).astype(np.float32)
-    canvas += rng.normal(0, 6, canvas.shape)
-    background = cv2.cvtColor(np.clip(canvas, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    background = textured_background(size)
     sprites = face_sprites(images_dir, face_px)[:n_faces]
     # Centres spread over the canvas; each drifts on its own slow ellipse.
     centres = [(0.22, 0.35), (0.72, 0.30), (0.50, 0.72)]

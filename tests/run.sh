@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[convert,dev]'
-# System packages some tests drive (headless Chromium for the kiosk page). As root (CI) they must
-# install; without root those tests skip, which fails the run under CI (tests/ci_skips.py).
+.venv/bin/python -m pip install -q -e '.[convert,mqtt,dev]'
+# System packages some tests drive (headless Chromium for the kiosk page, the Mosquitto broker
+# of the MQTT tests). As root (CI) they must install; without root those tests skip, which fails
+# the run under CI (tests/ci_skips.py).
 if [ -f ci/kiosk-deps.sh ]; then
     if [ "$(id -u)" -eq 0 ]; then
         bash ci/kiosk-deps.sh || { echo "tests/run.sh: ci/kiosk-deps.sh failed (see above)" >&2; exit 1; }

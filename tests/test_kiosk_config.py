@@ -248,8 +248,13 @@ def test_default_map_holds_the_values_the_options_take():
 
 
 def test_check_config_lists_the_keys():
+    from edge_fer.config import FILE_ONLY
+
     out = CliRunner().invoke(cli, ["check-config", "--keys"]).output.splitlines()
-    assert len(out) == sum(len(keys) for keys in SCHEMA.values())
+    assert len(out) == sum(len(keys) for keys in [*SCHEMA.values(), *FILE_ONLY.values()])
+    # Keys no option has (secrets) say so.
+    assert "mqtt.password: The MQTT broker's password (chmod 600 the file). Only in the file or " \
+           "$EDGE_FER_MQTT_PASSWORD, never on the command line. (allowed a non-empty string)" in out
     assert "server.serve: Serve the live page, /api/stats, /api/faces and /metrics on HOST:PORT " \
            "(127.0.0.1:8080 when given alone). (allowed \"HOST:PORT\" with PORT 1-65535, e.g. " \
            "\"127.0.0.1:8080\" or \"[::1]:8080\")" in out
@@ -298,6 +303,10 @@ def _values(param) -> tuple[list, list, list]:
         "serve": (["127.0.0.1:8080", "[::1]:80", "0.0.0.0:9000"],
                   ["127.0.0.1:0", "localhost", "[::1:80"], [8080]),
         "token": (["0123456789abcdef"], ["too-short", "with a space 0123456789"], [1234567890123456]),
+        "mqtt": (["mqtt://127.0.0.1", "mqtts://broker.lan:8883", "mqtt://[::1]:1884"],
+                 ["http://broker", "mqtt://user:pw@broker", "mqtt://broker:0", "mqtt://b/x"], [1883]),
+        "mqtt_device": (["kiosk-1", "hall_2"], ["kiosk 1", "a/b", "x" * 65, "+"], [7]),
+        "mqtt_prefix": (["homeassistant", "ha/discovery"], ["ha/", "#", "a b"], [True]),
     }
     if param.name in rules:
         return rules[param.name]

@@ -13,6 +13,7 @@ import pytest
 
 from clips import make_clip
 from conftest import run_cli
+from edge_fer.draw import hide
 from edge_fer.errors import UsageError
 from edge_fer.results import FrameResult
 from edge_fer.sinks.server import ServerOptions, ServerSink
@@ -125,3 +126,90 @@ def test_an_unknown_faces_api_mode_is_refused():
         ServerOptions(faces_api="boxes")
     r = run_cli("run", "--source", "x.mp4", "--faces-api", "boxes")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+# -- privacy that fails safe: a face the detector misses ------------------------------------------
+
+def test_privacy_frame_hides_in_the_stream_the_faces_the_detector_missed(photo):
+    img, boxes = photo
+    # The detector found only the first face; the others were missed.
+    result = FrameResult(1, 0.0, 0.01, img, tracked(boxes[:1]))
+    shown = {}
+    for mode in ("faces", "frame"):
+        with ServerSink(ServerOptions(port=0, privacy=mode)) as sink:
+            sink.on_result(result, stats_for(1, 1))
+            shown[mode] = stream_frame(sink)
+    for i, box in enumerate(boxes):
+        sharp = detail(img, box)
+        assert sharp > 50, f"the test face at {box} has too little detail to tell: {sharp}"
+        assert detail(shown["frame"], box) < 0.1 * sharp, (box, sharp)
+        if i:  # --blur-faces hides only what was found: a missed face is served sharp
+            assert detail(shown["faces"], box) > 0.5 * sharp, (box, sharp)
+    # The found face's box is still drawn on the blurred picture.
+    x, y, w, h = boxes[0]
+    plain = hide(img.copy(), [], "frame")
+    outline = np.abs(shown["frame"][y + h // 2, x - 1:x + 2].astype(int)
+                     - plain[y + h // 2, x - 1:x + 2].astype(int)).max()
+    assert outline > 60
+    assert result.frame is img
+
+
+def _two_face_clip(path, images_dir, frames: int = 15):
+    """A still clip of a close face (200 px) and a far one (60 px): `--min-face 80` makes the
+    detector miss the far one."""
+    from clips import face_sprites, textured_background
+
+    frame = textured_background((640, 480))
+    boxes = []
+    for (sprite, (fx, fy, fw, fh)), (x0, y0) in zip(
+            [face_sprites(images_dir, 200)[0], face_sprites(images_dir, 60)[1]], [(40, 60), (460, 120)]):
+        sh, sw = sprite.shape[:2]
+        frame[y0:y0 + sh, x0:x0 + sw] = sprite
+        boxes.append((x0 + fx, y0 + fy, fw, fh))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (640, 480))
+    for _ in range(frames):
+        writer.write(frame)
+    writer.release()
+    return frame, boxes
+
+
+def test_privacy_frame_records_no_sharp_face_when_the_detector_misses_one(images_dir, default_model,
+                                                                         tmp_path):
+    clip = tmp_path / "two.mp4"
+    _, (near, far) = _two_face_clip(clip, images_dir)
+    recorded = {}
+    for flag in (["--blur-faces"], ["--privacy", "frame"]):
+        rec, res = tmp_path / f"rec{len(recorded)}.avi", tmp_path / f"res{len(recorded)}.jsonl"
+        r = run_cli("run", "--headless", "--source", clip, "--model", default_model,
+                    "--min-face", "80", "--record", rec, "--results", res, *flag)
+        assert r.returncode == 0, r.stderr[-3000:]
+        found = {tuple(f["box"]) for line in res.read_text().splitlines()
+                 for f in json.loads(line)["faces"]}
+        # The detector found the near face only, on every frame.
+        assert found and all(iou(b, near) > 0.5 and iou(b, far) == 0 for b in found), found
+        cap = cv2.VideoCapture(str(rec))
+        recorded[flag[-1]] = [cap.read()[1] for _ in range(15)]
+        cap.release()
+    src = cv2.VideoCapture(str(clip))
+    original = src.read()[1]
+    src.release()
+    sharp_near, sharp_far = detail(original, near), detail(original, far)
+    assert sharp_near > 50 and sharp_far > 50
+    for i in range(15):
+        faces, frame = recorded["--blur-faces"][i], recorded["frame"][i]
+        assert detail(faces, near) < 0.15 * sharp_near
+        assert detail(faces, far) > 0.5 * sharp_far  # the documented limit of --blur-faces
+        assert detail(frame, near) < 0.15 * sharp_near and detail(frame, far) < 0.15 * sharp_far, i
+
+
+def iou(a, b) -> float:
+    from edge_fer.pipeline.tracking import iou_matrix
+
+    return float(iou_matrix([a], [b])[0, 0])
+
+
+def test_an_unknown_privacy_mode_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="privacy 'blur'"):
+        ServerOptions(port=0, privacy="blur")
+    r = run_cli("run", "--headless", "--source", tmp_path / "none.mp4", "--privacy", "blur")
+    assert r.returncode != 0 and "--privacy" in r.stderr and "Traceback" not in r.stderr

@@ -15,7 +15,7 @@ from kiosk_helpers import stats_for, summary_for
 
 #: The fields of an event record, and nothing else.
 EVENT_FIELDS = {"type", "time", "event", "track", "frame", "label", "score", "previous", "box",
-                "scores"}
+                "scores", "first_frame", "last_frame", "dwell_s", "labels"}
 SCORES = {"happy": 0.7, "sad": 0.2, "neutral": 0.1}
 
 

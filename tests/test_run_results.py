@@ -14,7 +14,7 @@ from clips import make_clip
 from conftest import assert_one_line_error, run_cli, small_disk
 from edge_fer.errors import InputError, UsageError
 from edge_fer.pipeline.tracking import iou_matrix
-from edge_fer.sinks.results import CSV_COLUMNS
+from edge_fer.sinks.results import CSV_COLUMNS, TRACK_COLUMNS
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -46,7 +46,7 @@ def test_run_writes_every_frame_to_csv_matching_the_ground_truth(clip, default_m
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"{clip.frames} frames processed" in r.stdout
     header, frames = csv_frames(out)
-    assert header == [*CSV_COLUMNS, *LABELS]
+    assert header == [*CSV_COLUMNS, *LABELS, *TRACK_COLUMNS]
     # Lossless: one frame entry per frame of the file, in order, none twice.
     assert list(frames) == list(range(clip.frames))
     matched = total = 0

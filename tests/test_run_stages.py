@@ -152,7 +152,7 @@ def test_iou_matrix_and_greedy_match():
 
 
 def test_tracker_keeps_identity_of_moving_faces_and_ends_lost_ones():
-    tr = IouTracker(TrackerOptions(iou_threshold=0.3, max_misses=2))
+    tr = IouTracker(TrackerOptions(iou_threshold=0.3, max_misses=2, keep_lost=0))
     started, ended = tr.update([(100, 100, 80, 80), (400, 120, 80, 80)])
     assert [t.track_id for t in started] == [1, 2] and not ended
     # Both drift a few pixels per detection, listed in the other order: identities follow boxes.
@@ -170,7 +170,7 @@ def test_tracker_keeps_identity_of_moving_faces_and_ends_lost_ones():
 
 
 def test_far_jump_starts_a_new_track():
-    tr = IouTracker(TrackerOptions(iou_threshold=0.3, max_misses=1))
+    tr = IouTracker(TrackerOptions(iou_threshold=0.3, max_misses=1, keep_lost=0))
     tr.update([(0, 0, 50, 50)])
     started, ended = tr.update([(200, 200, 50, 50)])
     assert [t.track_id for t in started] == [2] and [t.track_id for t in ended] == [1]

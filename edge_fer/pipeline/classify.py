@@ -51,6 +51,12 @@ class ClassifyStage(Stage):
         self.max_failures = max_failures
         self._failures = 0
         self._last: dict[int, TrackedFace] = {}
+        self._first_seen: dict[int, float] = {}
+        """Capture time of each current track's first classified frame."""
+        self._labels: dict[int, dict[str, int]] = {}
+        """Each current track's label history (frames per smoothed label)."""
+        self._shown: dict[int, int] = {}
+        """Each current track's last frame shown."""
         self._last_index = -1
 
     def run_loop(self) -> None:
@@ -89,21 +95,29 @@ class ClassifyStage(Stage):
             for track, p in zip(item.tracks, probs):
                 track_id, box = track.track_id, track.box
                 s = self.smoother.update(track_id, p)
+                first = self._first_seen.setdefault(track_id, frame.captured_at)
+                history = self._labels.setdefault(track_id, {})
+                history[s.label] = history.get(s.label, 0) + 1
                 face = TrackedFace(track_id, box, s.label, round(s.score, 4),
                                    {lab: round(float(v), 4) for lab, v in zip(self.smoother.labels, s.scores)},
-                                   s.raw_label)
+                                   s.raw_label, track.first_frame,
+                                   round(frame.captured_at - first, 3), track.since_detection)
                 faces.append(face)
                 if track_id not in self._last:
                     self._event("appear", face, frame.index, now)
                 elif s.changed_from is not None:
                     self._event("label", face, frame.index, now, s.changed_from)
                 self._last[track_id] = face
+                self._shown[track_id] = frame.index
         # Compared with the tracks of this frame, not with the tracker's list of ended tracks:
         # a frame dropped between the stages cannot hide a departure.
-        current = {t.track_id for t in item.tracks}
+        current = {t.track_id for t in item.tracks} | item.held
         for track_id in [t for t in self._last if t not in current]:
             self._event("leave", self._last.pop(track_id), frame.index, now)
             self.smoother.forget(track_id)
+            self._first_seen.pop(track_id, None)
+            self._labels.pop(track_id, None)
+            self._shown.pop(track_id, None)
         self._last_index = frame.index
         finished = time.monotonic()
         self.stats.processed(frame.captured_at, finished, len(faces))
@@ -112,4 +126,6 @@ class ClassifyStage(Stage):
     def _event(self, kind: str, face: TrackedFace, index: int, at: float,
                previous: str | None = None) -> None:
         self.events.put(TrackEvent(kind, face.track_id, index, at, face.label, face.score,
-                                   previous, face.box, face.scores))
+                                   previous, face.box, face.scores, face.first_frame,
+                                   self._shown.get(face.track_id, index), face.dwell_s,
+                                   dict(self._labels.get(face.track_id, {}))))

@@ -43,6 +43,9 @@ class TrackedFrame:
     frame: Frame
     tracks: list[TrackedBox] = field(default_factory=list)
     """Each track's id, box in frame pixels and keypoints."""
+    held: set[int] = field(default_factory=set)
+    """Tracks not shown on this frame that have not ended (a face behind another): they have
+    not left."""
 
 
 class DetectionWorker(Stage):
@@ -131,7 +134,8 @@ class DetectStage(Stage):
         super().start()
 
     def _due(self, index: int) -> bool:
-        if self._last_submitted is None or not self.tracker.tracks or self.tracker.losing:
+        if (self._last_submitted is None or not self.tracker.tracks or self.tracker.losing
+                or self.tracker.young):
             return True
         return index - self._last_submitted >= self.options.detect_every
 
@@ -139,7 +143,8 @@ class DetectStage(Stage):
         # Boxes found on a frame of another size say nothing about this one.
         if detection is not None and detection.frame_size == self._size:
             started, _ = self.tracker.update([f.box for f in detection.faces],
-                                             [f.landmarks for f in detection.faces])
+                                             [f.landmarks for f in detection.faces],
+                                             detection.frame_index, self._size)
             self.stats.tracks_started += len(started)
 
     def _check_size(self, frame: Frame) -> None:
@@ -175,7 +180,8 @@ class DetectStage(Stage):
                     while self.worker.busy and not self.stop_event.is_set():
                         self._apply(self.worker.take(POLL_S))
                     self._apply(self.worker.take())
-            self.emit(self.outbox, TrackedFrame(frame, self.tracker.snapshot()))
+            self.emit(self.outbox, TrackedFrame(frame, self.tracker.snapshot(frame.index, self._size),
+                                                  self.tracker.held))
 
     def close(self) -> None:
         self.worker.finish()

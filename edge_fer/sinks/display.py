@@ -30,17 +30,20 @@ class DisplaySink(Sink):
     """Shows the annotated stream in a window; `q` or Esc (or closing it) calls `on_quit`."""
 
     def __init__(self, on_quit: Callable[[], None], title: str = "edge-fer", *,
-                 blur_faces: bool = False):
+                 blur_faces: bool = False, privacy: str | None = None):
         problem = gui_problem()
         if problem:
             raise UsageError(f"--display: {problem}")
         self.title = title
         self.blur_faces = blur_faces
+        self.privacy = privacy
+        """What is hidden in the window (`edge_fer.draw.hide`): "faces", "frame" or None."""
         self._on_quit = on_quit
         self._buf: np.ndarray | None = None
 
     def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
-        self._buf = annotate(result, stats, self._buf, blur=self.blur_faces)
+        self._buf = annotate(result, stats, self._buf, blur=self.blur_faces,
+                             privacy=self.privacy)
         cv2.imshow(self.title, self._buf)
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27) or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:

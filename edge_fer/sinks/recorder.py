@@ -34,7 +34,8 @@ class RecorderSink(Sink):
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, *, overwrite: bool = False,
-                 reserve: int = RECORD_RESERVE_BYTES, blur_faces: bool = False):
+                 reserve: int = RECORD_RESERVE_BYTES, blur_faces: bool = False,
+                 privacy: str | None = None):
         self.path = Path(path)
         codec = RECORD_CODECS.get(self.path.suffix.lower())
         if codec is None:
@@ -49,6 +50,8 @@ class RecorderSink(Sink):
         self._codec = codec
         self.blur_faces = blur_faces
         """Blur each face in the recording (`edge_fer.draw.blur_faces`)."""
+        self.privacy = privacy
+        """What is hidden in the recording (`edge_fer.draw.hide`): "faces", "frame" or None."""
         self.fps = fps
         self.reserve = reserve
         self._writer = None
@@ -78,7 +81,8 @@ class RecorderSink(Sink):
 
     def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
         self._check_space()
-        self._buf = annotate(result, stats, self._buf, blur=self.blur_faces)
+        self._buf = annotate(result, stats, self._buf, blur=self.blur_faces,
+                             privacy=self.privacy)
         size = (self._buf.shape[1], self._buf.shape[0])
         if self._writer is None:
             self._open(size, self.fps or stats.source_fps or 30.0)

@@ -28,6 +28,10 @@ RESULTS_FORMATS = (".jsonl", ".csv")
 CSV_COLUMNS = ("frame", "t", "time", "faces", "track_id", "x", "y", "w", "h", "label", "score",
                "raw_label")
 
+#: The CSV columns after the label columns: the track's first frame, how long the face has
+#: been in view, and frames since a detection last found it (0: this frame's own detection).
+TRACK_COLUMNS = ("first_frame", "dwell_s", "since_detection")
+
 _DIGITS = 6
 
 
@@ -35,16 +39,21 @@ def face_record(face: TrackedFace) -> dict:
     """A face as the JSON-lines file holds it (the fields of `/api/faces`)."""
     return {"track_id": face.track_id, "box": [int(v) for v in face.box], "label": face.label,
             "score": round(float(face.score), _DIGITS), "raw_label": face.raw_label,
-            "scores": {k: round(float(v), _DIGITS) for k, v in face.scores.items()}}
+            "scores": {k: round(float(v), _DIGITS) for k, v in face.scores.items()},
+            "first_frame": face.first_frame, "dwell_s": round(float(face.dwell_s), 3),
+            "since_detection": face.since_detection}
 
 
 class ResultsSink(Sink):
     """Writes each processed frame's faces to `path` (`.jsonl` or `.csv`).
 
     JSON lines: `{"frame", "t", "time", "faces": [{"track_id", "box": [x, y, w, h], "label",
-    "score", "raw_label", "scores": {label: p}}]}` per frame. CSV: a header row, then one row
-    per face, with `CSV_COLUMNS` and one column per label in `labels` holding its smoothed
-    score; a frame without faces gets one row with the face columns empty. `frame` is the
+    "score", "raw_label", "scores": {label: p}, "first_frame", "dwell_s",
+    "since_detection"}]}` per frame. CSV: a header row, then one row per face, with
+    `CSV_COLUMNS`, one column per label in `labels` holding its smoothed score, then
+    `TRACK_COLUMNS`; a frame without faces gets one row with the face columns empty. Distinct
+    `track_id`s are the people seen (a person who leaves and comes back is two), `dwell_s` on
+    a track's last row how long they stayed. `frame` is the
     capture sequence number (gaps are dropped frames), `t` the seconds from the run's start
     (`started()`, monotonic) to the frame's capture, `time` the Unix time of the capture.
 
@@ -69,7 +78,8 @@ class ResultsSink(Sink):
         self.labels = list(labels)
         self._started = started or (lambda: None)
         self._origin: float | None = None
-        header = self._csv_rows([[*CSV_COLUMNS, *self.labels]]) if self.format == ".csv" else None
+        header = (self._csv_rows([[*CSV_COLUMNS, *self.labels, *TRACK_COLUMNS]])
+                  if self.format == ".csv" else None)
         self._writer = LineWriter(path, "the results file", truncate=True, unit="frames",
                                   header=header)
         self.frames = 0
@@ -96,14 +106,16 @@ class ResultsSink(Sink):
                                "faces": [face_record(f) for f in result.faces]})
         head = [result.index, t, wall, len(result.faces)]
         if not result.faces:
-            return self._csv_rows([head + [""] * (len(CSV_COLUMNS) - len(head) + len(self.labels))])
+            return self._csv_rows([head + [""] * (len(CSV_COLUMNS) - len(head) + len(self.labels)
+                                                  + len(TRACK_COLUMNS))])
         rows = []
         for f in result.faces:
             x, y, w, h = (int(v) for v in f.box)
             rows.append(head + [f.track_id, x, y, w, h, f.label, round(float(f.score), _DIGITS),
                                 f.raw_label]
                         + [round(float(f.scores[k]), _DIGITS) if k in f.scores else ""
-                           for k in self.labels])
+                           for k in self.labels]
+                        + [f.first_frame, round(float(f.dwell_s), 3), f.since_detection])
         return self._csv_rows(rows)
 
     def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
@@ -118,4 +130,4 @@ class ResultsSink(Sink):
         self._writer.close()
 
 
-__all__ = ["CSV_COLUMNS", "RESULTS_FORMATS", "ResultsSink", "face_record"]
+__all__ = ["CSV_COLUMNS", "RESULTS_FORMATS", "TRACK_COLUMNS", "ResultsSink", "face_record"]

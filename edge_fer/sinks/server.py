@@ -43,7 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 
 from edge_fer import __version__
 from edge_fer.config import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
-from edge_fer.draw import blur_faces, draw_faces
+from edge_fer.draw import draw_faces, hide, privacy_mode
 from edge_fer.errors import InputError, UsageError
 from edge_fer.images import DEFAULT_MAX_PIXELS, ImageTooLarge, decode_image
 from edge_fer.predict import ImageResult
@@ -81,7 +81,11 @@ class ServerOptions:
     max_streams: int = 8
     """Concurrent `/stream.mjpg` clients; more get 503."""
     blur_faces: bool = False
-    """Blur each face in `/stream.mjpg` and `/frame.jpg` (boxes and labels stay)."""
+    """Blur each face the detector found (and the tracker carried) in `/stream.mjpg`,
+    `/frame.jpg` and annotated uploads (boxes and labels stay)."""
+    privacy: str | None = None
+    """"faces" (as `blur_faces`) or "frame": the whole picture blurred, boxes and labels drawn
+    on top, so a face the detector missed is never served."""
     faces_api: str = "full"
     """What `/api/faces` tells: "full" (each face's track id, box, label and scores) or
     "aggregate" (how many faces show each label; no boxes, no track ids)."""
@@ -108,6 +112,10 @@ class ServerOptions:
         return cls(host=host, port=port, token=token or None, **kw)
 
     def __post_init__(self):
+        try:
+            privacy_mode(self.blur_faces, self.privacy)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         if self.faces_api not in FACES_API_MODES:
             raise UsageError(f"faces_api {self.faces_api!r}: allowed "
                              f"{' or '.join(FACES_API_MODES)}")
@@ -210,6 +218,7 @@ class ServerSink(Sink):
         self._result: FrameResult | None = None
         self._stats: StatsSnapshot | None = None
         self._live_stats: Callable[[], StatsSnapshot] | None = None
+        self._statuses: dict[str, tuple[Callable[[], dict], dict[str, tuple[str, str]]]] = {}
         self._seq = 0
         self._handled_at = 0.0  # time.monotonic() of the newest result
         self._encode_lock = threading.Lock()
@@ -279,6 +288,17 @@ class ServerSink(Sink):
         outage they would go on showing the last frame rate instead of one that falls to 0."""
         self._live_stats = stats_fn
 
+    def add_status(self, name: str, status_fn: Callable[[], dict],
+                   metrics: dict[str, tuple[str, str]] | None = None) -> None:
+        """Serve `status_fn()` under `name` in /api/stats (another output's state, MQTT's), and
+        export its keys named in `metrics` (key -> (Prometheus kind, help)) on /metrics as
+        `edge_fer_<name>_<key>`."""
+        self._statuses[name] = (status_fn, dict(metrics or {}))
+
+    def statuses(self) -> dict[str, tuple[dict, dict[str, tuple[str, str]]]]:
+        """name -> (its status now, its metrics) for every `add_status`."""
+        return {name: (fn(), metrics) for name, (fn, metrics) in self._statuses.items()}
+
     def close(self) -> None:
         """Stop serving: stream clients end within a wait interval, the port is released."""
         if self._stop.is_set():
@@ -343,8 +363,7 @@ class ServerSink(Sink):
             if self._jpeg_seq != seq:
                 # The pipeline shares the frame with every sink: draw on a copy.
                 frame = result.frame.copy()
-                if self.options.blur_faces:
-                    blur_faces(frame, result.faces)
+                hide(frame, result.faces, privacy_mode(self.options.blur_faces, self.options.privacy))
                 draw_faces(frame, result.faces)
                 ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.options.jpeg_quality])
                 if not ok:
@@ -371,7 +390,9 @@ class ServerSink(Sink):
             return _finite({**head, "count": len(result.faces), "counts": dict(sorted(counts.items()))})
         faces = [{"track_id": f.track_id, "box": [int(v) for v in f.box], "label": f.label,
                   "score": float(f.score), "scores": {k: float(v) for k, v in f.scores.items()},
-                  "raw_label": f.raw_label} for f in result.faces]
+                  "raw_label": f.raw_label, "first_frame": f.first_frame,
+                  "dwell_s": float(f.dwell_s), "since_detection": f.since_detection}
+                 for f in result.faces]
         return _finite({**head, "faces": faces})
 
     # --- HTTP ----------------------------------------------------------------------------------
@@ -404,7 +425,9 @@ class ServerSink(Sink):
         elif route == "stats":
             _, stats, _, _ = self.snapshot()
             self._count(route, 200)
-            self._send_json(req, _finite(stats.to_dict() if stats is not None else {}))
+            body = stats.to_dict() if stats is not None else {}
+            body.update({name: status for name, (status, _) in self.statuses().items()})
+            self._send_json(req, _finite(body))
         elif route == "faces":
             self._count(route, 200)
             self._send_json(req, self.faces_json())
@@ -501,8 +524,7 @@ class ServerSink(Sink):
             if query.get("annotate", ["0"])[0] not in ("1", "true", "yes"):
                 return (200, json.dumps(ImageResult(name, faces).to_dict()).encode(),
                         "application/json", {})
-            if o.blur_faces:
-                blur_faces(frame, faces)
+            hide(frame, faces, privacy_mode(o.blur_faces, o.privacy))
             ok, buf = cv2.imencode(".jpg", draw_faces(frame, faces),
                                    [cv2.IMWRITE_JPEG_QUALITY, 90])
             if not ok:
@@ -688,3 +710,8 @@ class _StatsCollector:
                                 value=self._sink.stream_clients)
         yield CounterMetricFamily("edge_fer_stream_frames_encoded", "Frames encoded to JPEG for the stream",
                                   value=self._sink.frames_encoded)
+        for name, (status, metrics) in self._sink.statuses().items():
+            for key, (kind, doc) in metrics.items():
+                value = _number(status.get(key))
+                if value is not None:
+                    yield self._FAMILIES[kind](f"edge_fer_{name}_{key}", doc, value=value)

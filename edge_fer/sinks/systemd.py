@@ -118,6 +118,7 @@ class ServiceMonitor(Sink):
         self._last_frames = -1
         self._progress_at = clock()
         self._last_status = ""
+        self._extra: list[Callable[[], str]] = []
         self._thread: threading.Thread | None = None
 
     # --- inputs --------------------------------------------------------------------------------
@@ -133,6 +134,10 @@ class ServiceMonitor(Sink):
             if not self._first_frame:
                 self._first_frame = True
                 self._cond.notify_all()  # send READY now, not at the next tick
+
+    def add_status(self, part: Callable[[], str]) -> None:
+        """Append `part()` (another output's state: `mqtt=connected`) to the running status."""
+        self._extra.append(part)
 
     # --- the thread ----------------------------------------------------------------------------
 
@@ -172,15 +177,18 @@ class ServiceMonitor(Sink):
             self._ready_sent = True
             self._last_frames, self._progress_at = frames, now
             self.notifier.ready()
-            self._set_status(status_line(stats))
+            self._set_status(self._running_status(stats))
             log.info("told systemd the service is ready")
             return
         if frames > self._last_frames:
             self._last_frames, self._progress_at = frames, now
             self.notifier.watchdog()
-            self._set_status(status_line(stats))
+            self._set_status(self._running_status(stats))
         else:
             self._set_status(f"stalled: no frame processed for {now - self._progress_at:.0f} s")
+
+    def _running_status(self, stats: StatsSnapshot) -> str:
+        return " ".join([status_line(stats)] + [part() for part in self._extra])
 
     def _set_status(self, text: str) -> None:
         if text != self._last_status:
