@@ -153,9 +153,18 @@ build_x86() { # the x86 reference: the same pinned versions in a venv of the hos
       die "the x86 reference venv could not be built (see $WORK/x86-pip.log)"
     echo "$key" >"$dir/stamp"
   fi
-  "$dir/bin/pip" install -q --no-deps --force-reinstall "$PROJ" >"$WORK/x86-pip.log" 2>&1 ||
+  # This checkout goes into the run's own folder, ahead of the cached venv's packages on the
+  # path: lanes run side by side by hand share the cache, and one lane's edge-fer must not
+  # become another's x86 reference halfway through.
+  "$dir/bin/pip" install -q --no-deps --target "$WORK/x86-site" "$PROJ" >"$WORK/x86-pip.log" 2>&1 ||
     die "edge-fer does not install on x86 (see $WORK/x86-pip.log)"
-  X86=$dir/bin
+  X86=$WORK/x86-bin
+  mkdir -p "$X86"
+  printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH} exec %s "$@"\n' "$WORK/x86-site" "$dir/bin/python" >"$X86/python"
+  printf '#!/bin/sh\nexec %s -m edge_fer "$@"\n' "$X86/python" >"$X86/edge-fer"
+  chmod +x "$X86/python" "$X86/edge-fer"
+  "$X86/python" -c 'import edge_fer, sys; assert edge_fer.__file__.startswith(sys.argv[1]), edge_fer.__file__' "$WORK/x86-site" ||
+    die "the x86 reference does not import this checkout's edge-fer"
 }
 
 project_wheel() { # a wheel of this checkout as it is (uncommitted edits included), built from a copy
