@@ -160,7 +160,9 @@ build_x86() { # the x86 reference: the same pinned versions in a venv of the hos
     die "edge-fer does not install on x86 (see $WORK/x86-pip.log)"
   X86=$WORK/x86-bin
   mkdir -p "$X86"
-  printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH} exec %s "$@"\n' "$WORK/x86-site" "$dir/bin/python" >"$X86/python"
+  # -P: not the current folder first on the path either (a run from the checkout would import
+  # its source tree, edits made meanwhile included).
+  printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH} exec %s -P "$@"\n' "$WORK/x86-site" "$dir/bin/python" >"$X86/python"
   printf '#!/bin/sh\nexec %s -m edge_fer "$@"\n' "$X86/python" >"$X86/edge-fer"
   chmod +x "$X86/python" "$X86/edge-fer"
   "$X86/python" -c 'import edge_fer, sys; assert edge_fer.__file__.startswith(sys.argv[1]), edge_fer.__file__' "$WORK/x86-site" ||
@@ -444,7 +446,7 @@ main() {
   # The offline runs read the clip's frames as PNG files: FFmpeg's MPEG-4 decoder inside the
   # OpenCV wheels gives slightly different pixels on aarch64 and x86 (measured: every frame
   # differs), which would compare the two decoders, not edge-fer.
-  (cd "$WORK/src/tests" && "$X86/python" -c 'import sys, cv2; from pathlib import Path; from clips import make_clip
+  (PYTHONPATH=$WORK/src/tests "$X86/python" -c 'import sys, cv2; from pathlib import Path; from clips import make_clip
 c = make_clip(sys.argv[1], Path(sys.argv[2]), frames=60); cap = cv2.VideoCapture(sys.argv[1]); out = Path(sys.argv[3]); out.mkdir()
 for i in range(c.frames):
     ok, f = cap.read(); assert ok, i; cv2.imwrite(str(out / f"{i:04d}.png"), f)' "$CLIP" "$SHARED/images" "$FRAMES") ||
