@@ -444,3 +444,15 @@ def test_the_pi_budget_estimates_each_detector_at_its_own_interval():
     finally:
         sys.path.pop(0)
     assert pi_budget.DETECT_EVERY == {n: s.cls.default_detect_every for n, s in DETECTORS.items()}
+
+
+def test_faces_of_the_same_size_come_top_to_bottom_then_left_to_right():
+    from edge_fer.detector.base import DetectedFace, largest_first
+
+    faces = [DetectedFace((852, 67, 104, 104), 0.9), DetectedFace((42, 180, 104, 104), 0.9),
+             DetectedFace((10, 10, 50, 50), 0.9), DetectedFace((5, 67, 104, 104), 0.9),
+             DetectedFace((0, 0, 200, 200), 0.9)]
+    for order in (faces, faces[::-1]):
+        assert [f.box for f in largest_first(order)] == [
+            (0, 0, 200, 200), (5, 67, 104, 104), (852, 67, 104, 104), (42, 180, 104, 104),
+            (10, 10, 50, 50)]
