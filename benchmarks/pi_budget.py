@@ -1,8 +1,13 @@
 """The Raspberry Pi budget: guest instructions per stage of edge-fer's runtime on a Cortex-A72
-(Pi 4) and a Cortex-A76 (Pi 5), counted under qemu-user, and what they mean for `edge-fer run`.
+(Pi 4), a Cortex-A76 (Pi 5) and a Cortex-A53 (Zero 2 W, Pi 3), counted under qemu-user, and what
+they mean for `edge-fer run`.
 
-    sudo python3 benchmarks/pi_budget.py            # table; about 10 minutes on 2 cores
-    sudo python3 benchmarks/pi_budget.py --json     # the same as JSON
+    sudo python3 benchmarks/pi_budget.py                    # table; about 15 minutes on 2 cores
+    sudo python3 benchmarks/pi_budget.py --json             # the same as JSON
+    sudo python3 benchmarks/pi_budget.py --cores a53 --json # one core
+
+The CNN detectors' weights have to be fetched first (`edge-fer detectors fetch --dir DIR
+blazeface blazeface-full`, then EDGE_FER_DETECTOR_DIR=DIR), as for `edge-fer run`.
 
 Emulated wall time says nothing about a Pi; the number of instructions the Pi's CPU would
 execute does, and it is exact and repeatable. `ci/arm64.sh prepare` gives an arm64 Debian 12
@@ -10,7 +15,8 @@ guest with this checkout installed (the same cache as the CI lane) and builds
 `benchmarks/qemu/icount.c`, a QEMU TCG plugin that counts guest instructions between two
 markers the guest writes (a write() to file descriptor 987654). This script then runs itself in
 the guest (`--guest`), once per core (`-cpu cortex-a72` with a Pi 4 CPU view, `-cpu cortex-a76`
-with a Pi 5 view: XNNPACK picks its kernels by the CPU it sees, e.g. sdot on the A76), and
+with a Pi 5 view, `-cpu cortex-a53` with a Zero 2 W view: XNNPACK picks its kernels by the CPU
+it sees, e.g. sdot on the A76, its in-order kernels on the A53), and
 every stage is run a few times after a warm-up inside one marked region:
 
 - capture-side conversions on a 640x480 frame (resize to the 320-px detection frame, colour);
@@ -24,7 +30,8 @@ every stage is run a few times after a warm-up inside one marked region:
   different lengths, so thread start-up cancels out.
 
 Milliseconds are instructions / (IPC x clock). IPC is not measured here: it is an assumption,
-stated in the output and overridable (`--ipc-a72`, `--ipc-a76`, `--ghz-a72`, `--ghz-a76`).
+stated in the output and overridable (`--ipc-a72`, `--ghz-a72` and the same for a76 and a53;
+a Pi 3 B+ is `--ghz-a53 1.4`, a Pi 3 B `--ghz-a53 1.2`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ DETECT_EVERY = {"haar": 5, "blazeface": 2, "blazeface-full": 3}
 side runs without edge-fer installed, so they are repeated here and a test keeps them equal)."""
 RUN_THREADS = 2
 """`edge-fer run`'s default interpreter threads on a machine with four or more cores."""
+THREAD_CHOICES = (1, RUN_THREADS)
+"""Interpreter threads three faces are counted with (`--threads`: 1 is the small-board profile's)."""
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" if n == 1 else f"{n} threads"
+
 DETECT_WIDTH = 320
 """`edge-fer run`'s default --detect-width (the Pi camera's low-resolution stream width)."""
 
@@ -55,11 +69,17 @@ DETECT_WIDTH = 320
 #: ~1.0 for the A72 (3-wide, out of order; the usual figure for integer and mixed code, and
 #: what the Pi 4's published single-core results come to at 1.5-1.8 GHz), ~1.5 for the A76
 #: (Arm's published per-clock gains, A73 -> A75 -> A76, add up to about 1.5x the A72).
+#: ~0.6 for the A53 (2-wide, in order: it stalls on every cache miss and dependent load that the
+#: A72 would schedule around; 0.5-0.7 is the range usually quoted for mixed integer and NEON
+#: code, and 0.6 puts it at 40 % of the A72 per clock, in line with published per-clock
+#: single-core comparisons of the Pi 3 and Pi 4).
 #: Clocks: Pi 4 at 1.8 GHz (boards from 2020 on, and the Pi 400; early Pi 4s run 1.5 GHz), Pi 5
-#: at 2.4 GHz.
+#: at 2.4 GHz, Zero 2 W at 1.0 GHz (the Pi 3 B+ runs the same A53 at 1.4 GHz, the Pi 3 B at 1.2).
 CORES = {
     "a72": {"cpu": "cortex-a72", "view": "pi4", "board": "Raspberry Pi 4", "ipc": 1.0, "ghz": 1.8},
     "a76": {"cpu": "cortex-a76", "view": "pi5", "board": "Raspberry Pi 5", "ipc": 1.5, "ghz": 2.4},
+    "a53": {"cpu": "cortex-a53", "view": "zero2w", "board": "Raspberry Pi Zero 2 W", "ipc": 0.6,
+            "ghz": 1.0},
 }
 
 
@@ -224,11 +244,12 @@ def guest(models: list[Path], reps: int) -> list[dict]:
                 r.measure("classify", f"{path.name}, batch {n}{', tta' if tta else ''}",
                           lambda p=predictor, c=clf, b=crop_boxes: c.predict_proba(p.crops(frame, b)),
                           reps, per=n, unit="face")
-        clf = EmotionClassifier(path, ClassifierOptions(num_threads=RUN_THREADS))
-        predictor = FacePredictor(clf, None)
-        r.measure("classify", f"{path.name}, batch 3, {RUN_THREADS} threads",
-                  lambda p=predictor, c=clf, b=boxes[:3]: c.predict_proba(p.crops(frame, b)),
-                  reps, per=3, unit="face")
+        for threads in THREAD_CHOICES:
+            clf = EmotionClassifier(path, ClassifierOptions(num_threads=threads))
+            predictor = FacePredictor(clf, None)
+            r.measure("classify", f"{path.name}, batch 3, {_threads(threads)}",
+                      lambda p=predictor, c=clf, b=boxes[:3]: c.predict_proba(p.crops(frame, b)),
+                      reps, per=3, unit="face")
     short, long_ = 10, 10 + 4 * reps
     _pipeline_run(5)  # warm-up: imports, first allocations
     r.measure("pipeline", f"{short} frames, 3 faces, no-op detector and model",
@@ -310,14 +331,15 @@ def ms(instructions: float, core: str, assume: dict) -> float:
     return instructions / (a["ipc"] * a["ghz"] * 1e9) * 1e3
 
 
-def estimate(rows: list[Row], assume: dict, detect_every: int | None = None) -> list[dict]:
-    """`edge-fer run` on a Pi camera at 30 fps, per model and detector, 1 and 3 faces.
+def estimate(rows: list[Row], assume: dict, detect_every: int | None = None,
+             threads: int = RUN_THREADS, fps: float = 30.0) -> list[dict]:
+    """`edge-fer run` on a Pi camera at `fps`, per model and detector, 1 and 3 faces.
 
     The stages run on their own threads (the Pi has four cores), so a frame's throughput is set
     by the busiest stage and its latency by the sum on its path: the Pi camera's low-resolution
     Y plane goes to detection as it is (no conversion), the classify thread crops and runs the
-    model (batch 1 on one thread for one face; for three, one batch-3 call on `run`'s default
-    two interpreter threads, timed by its busiest thread), detection runs on its own thread at
+    model (batch 1 on one thread for one face; for three, one batch-3 call on `threads`
+    interpreter threads, `run`'s default two, timed by the busiest), detection runs on its own thread at
     most every `detect_every` frames (default: each detector's own) and never on a frame's path. The pipeline's own work is
     split between the capture/detect and classify/sink threads (half each)."""
     find = {(r.stage, r.what): r for r in rows}
@@ -331,10 +353,10 @@ def estimate(rows: list[Row], assume: dict, detect_every: int | None = None) -> 
                 if s2 != "classify" or ", batch 1" not in w2 or "tta" in w2:
                     continue
                 model = w2.split(",")[0]
-                threaded = find[("classify", f"{model}, batch 3, {RUN_THREADS} threads")]
+                threaded = find[("classify", f"{model}, batch 3, {_threads(threads)}")]
                 for faces in (1, 3):
-                    # One face: batch 1 on one thread. Three: one batch-3 call on the run's
-                    # default two threads, whose busiest thread sets the time.
+                    # One face: batch 1 on one thread. Three: one batch-3 call on
+                    # `threads` threads, whose busiest thread sets the time.
                     per_face = cls.busiest[core] if faces == 1 else threaded.busiest[core]
                     classify = ms(per_face * faces, core, assume)
                     overhead = ms(pipe.instructions[core], core, assume)
@@ -347,13 +369,14 @@ def estimate(rows: list[Row], assume: dict, detect_every: int | None = None) -> 
                         "classify_ms": round(classify, 2), "pipeline_ms": round(overhead, 2),
                         "detect_ms": round(detect, 1),
                         "fps": round(min(1000.0 / busiest, 1e4), 1),
-                        "redetect_ms": round(max(detect, every * 1000.0 / 30), 1),
+                        "redetect_ms": round(max(detect, every * 1000.0 / fps), 1),
                         "cpu_per_frame_ms": round(classify + overhead + detect / every, 2),
                     })
     return out
 
 
-def print_table(rows: list[Row], est: list[dict], assume: dict, cmd: str) -> None:
+def print_table(rows: list[Row], est: list[dict], assume: dict, cmd: str, threads: int = RUN_THREADS,
+                fps: float = 30.0) -> None:
     cores = list(assume)
     print(f"Guest instructions per unit (millions), `{cmd}`\n")
     head = f"{'stage':9} {'what':62} {'per':5}" + "".join(f" {c + ' M':>9} {'vec%':>5}" for c in cores)
@@ -365,14 +388,14 @@ def print_table(rows: list[Row], est: list[dict], assume: dict, cmd: str) -> Non
             f" {r.instructions[c] / 1e6:9.2f} {100 * r.vector[c]:5.1f}" for c in cores))
     print("\nAssumed (not measured): " + "; ".join(
         f"{c}: {a['board']}, IPC {a['ipc']}, {a['ghz']} GHz" for c, a in assume.items()))
-    print("\n`edge-fer run --camera pi` at 30 fps, estimated (1 face: batch 1, one interpreter thread; "
-          f"3 faces: batch 3, {RUN_THREADS} threads, busiest thread)\n")
-    head = (f"{'board':15} {'model':18} {'detector':14} {'faces':>5} {'classify ms':>11} "
+    print(f"\n`edge-fer run --camera pi` at {fps:g} fps, estimated (1 face: batch 1, one interpreter thread; "
+          f"3 faces: batch 3, {_threads(threads)}, busiest thread)\n")
+    head = (f"{'board':21} {'model':18} {'detector':14} {'faces':>5} {'classify ms':>11} "
             f"{'pipeline ms':>11} {'detect ms':>9} {'max fps':>7} {'re-detect ms':>12} {'CPU ms/frame':>12}")
     print(head)
     print("-" * len(head))
     for e in est:
-        print(f"{e['board']:15} {e['model']:18} {e['detector']:14} {e['faces']:5d} {e['classify_ms']:11.2f} "
+        print(f"{e['board']:21} {e['model']:18} {e['detector']:14} {e['faces']:5d} {e['classify_ms']:11.2f} "
               f"{e['pipeline_ms']:11.2f} {e['detect_ms']:9.1f} {e['fps']:7.1f} {e['redetect_ms']:12.1f} "
               f"{e['cpu_per_frame_ms']:12.2f}")
 
@@ -381,10 +404,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="Print JSON instead of the tables.")
     ap.add_argument("--reps", type=int, default=4, help="Repetitions per measured stage.")
-    ap.add_argument("--cores", default="a72,a76", help="Comma-separated: a72 (Pi 4), a76 (Pi 5).")
+    ap.add_argument("--cores", default=",".join(CORES),
+                    help="Comma-separated: a72 (Pi 4), a76 (Pi 5), a53 (Zero 2 W, Pi 3).")
     ap.add_argument("--models", nargs="*", type=Path, help="Models to count (default: models/*.tflite).")
     ap.add_argument("--detect-every", type=int, default=None,
                     help="As `edge-fer run --detect-every` (default: each detector's own).")
+    ap.add_argument("--threads", type=int, choices=THREAD_CHOICES, default=RUN_THREADS,
+                    help="As `edge-fer run --threads`, for three faces (default: run's own, 2).")
+    ap.add_argument("--fps", type=float, default=30.0, help="Camera frame rate (default 30).")
     for core, c in CORES.items():
         ap.add_argument(f"--ipc-{core}", type=float, default=c["ipc"], help=f"Assumed IPC of the {c['cpu']}.")
         ap.add_argument(f"--ghz-{core}", type=float, default=c["ghz"], help=f"Assumed clock of the {c['cpu']}.")
@@ -399,7 +426,7 @@ def main() -> None:
     cores = [c.strip() for c in a.cores.split(",") if c.strip()]
     unknown = [c for c in cores if c not in CORES]
     if unknown or not cores:
-        raise SystemExit(f"pi_budget: unknown core(s) {unknown}: use a72 and/or a76")
+        raise SystemExit(f"pi_budget: unknown core(s) {unknown}: use {', '.join(CORES)}")
     assume = {c: {**CORES[c], "ipc": getattr(a, f"ipc_{c}"), "ghz": getattr(a, f"ghz_{c}")} for c in cores}
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pi-budget-") as tmp:
@@ -410,13 +437,13 @@ def main() -> None:
             raise SystemExit(f"pi_budget: {env_dir} is not a prepared guest: run 'sudo bash ci/arm64.sh prepare {env_dir}'")
         per_core = {c: count(env_dir, c, models, a.reps) for c in cores}
     rows = tabulate(per_core)
-    est = estimate(rows, assume, a.detect_every)
+    est = estimate(rows, assume, a.detect_every, a.threads, a.fps)
     cmd = "python3 benchmarks/pi_budget.py" + "".join(f" {x}" for x in sys.argv[1:])
     if a.json:
         print(json.dumps({"command": cmd, "assumptions": assume, "stages": [asdict(r) for r in rows],
                           "run_estimates": est, "seconds": round(time.monotonic() - t0)}, indent=1))
     else:
-        print_table(rows, est, assume, cmd)
+        print_table(rows, est, assume, cmd, a.threads, a.fps)
         print(f"\n({time.monotonic() - t0:.0f} s under emulation)")
 
 

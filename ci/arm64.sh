@@ -6,6 +6,7 @@
 #   sudo bash ci/arm64.sh setup     only build or validate the cache
 #   sudo bash ci/arm64.sh prepare DIR   a lasting guest in DIR for benchmarks/pi_budget.py, with
 #                                   the instruction-counting plugin built (DIR/guest runs it)
+#   bash ci/arm64.sh views DIR      only the fake Raspberry Pi CPU views (DIR/pi4, pi5, zero2w, pi3)
 #
 # For each Debian suite in $EDGE_FER_ARM64_SUITES (default "bookworm trixie": Python 3.11, Raspberry Pi
 # OS Bookworm, and Python 3.13, Raspberry Pi OS Trixie; "bookworm" alone is the quicker lane):
@@ -21,13 +22,26 @@
 #      generated clip read offline, per detector; `run --camera pi` through a fake picamera2, per
 #      detector; the runtime's pytest files listed in ARM64_TESTS below. predict, evaluate, the
 #      offline and the live runs are compared with the same commands on x86 (same pinned
-#      versions): ci/arm64_compare.py says what counts as the same.
+#      versions): ci/arm64_compare.py says what counts as the same;
+#   4. on the first suite only, the same three comparisons (predict, evaluate per model, offline
+#      run) again under -cpu cortex-a53 with a Raspberry Pi Zero 2 W view
+#      (EDGE_FER_ARM64_EXTRA_VIEWS, default "zero2w"; "" skips it). XNNPACK picks its kernels by
+#      the core it sees (the A53 gets its own in-order GEMM kernels), so these are the checks
+#      whose answers can change with the core. Kept short: the offline run only with blazeface
+#      (EDGE_FER_ARM64_EXTRA_DETECTORS), whose network runs on XNNPACK like blazeface-full's,
+#      while Haar is OpenCV code dispatched by CPU features, which the A53 and A72 share; the live
+#      run and the pytest files exercise Python code and run on the A72 view only;
+#   5. on the first suite, `benchmarks/pi_budget.py --cores a53 --reps 1 --json` (the
+#      instruction-counting plugin of `prepare` below) must count every stage: capture, each
+#      detector, each shipped model, the pipeline (EDGE_FER_ARM64_BUDGET_CORES, default "a53";
+#      "" skips it; about 2 minutes).
 # Any difference, crash or missing piece fails the lane (exit 1) with the reason; a missing tool
 # or a lane that cannot start exits 2 with one line.
 #
 # Needs root (apt for qemu-user-static and debootstrap when missing, unshare -m and mount for
 # the fake CPU view), PyPI and a Debian mirror. $EDGE_FER_DATA (default ../shared) is the shared
-# data. Takes about 5 minutes on 2 cores with a warm cache, about 7 from nothing.
+# data. Both suites took 14.5 minutes on 2 cores shared with other jobs (warm Bookworm cache, Trixie
+# built), 4 of them the A53 pass (2.7) and the budget check (1.2).
 #
 # Adapted from the project's reference recipe ../shared/arm64/recipe.sh (its README has the
 # facts: the cpuinfo_arm_linux_init segfault without a Pi CPU view, and -cpu max giving wrong
@@ -48,6 +62,11 @@ LIVE_FRAMES=${EDGE_FER_ARM64_LIVE_FRAMES:-20}
 LIVE_FPS=${EDGE_FER_ARM64_LIVE_FPS:-1}
 # "none" runs without the fake CPU view, to show the known crash.
 FAKE_VIEW=${EDGE_FER_ARM64_FAKE_VIEW:-pi4}
+# Further CPU views whose answers are compared with x86 on the first suite (see 4. above).
+EXTRA_VIEWS=${EDGE_FER_ARM64_EXTRA_VIEWS-zero2w}
+EXTRA_DETECTORS=${EDGE_FER_ARM64_EXTRA_DETECTORS-blazeface}
+# Cores benchmarks/pi_budget.py counts on the first suite, each checked to cover every stage (see 5.).
+BUDGET_CORES=${EDGE_FER_ARM64_BUDGET_CORES-a53}
 PINS=$REPO/ci/arm64-pins.txt
 # The runtime's own tests that need no TensorFlow and start no child Python (qemu-user cannot
 # exec an aarch64 binary without binfmt_misc, which a CI container does not have; so the
@@ -180,20 +199,36 @@ project_wheel() { # a wheel of this checkout as it is (uncommitted edits include
 
 # --- the fake Raspberry Pi CPU view (the recipe's mkfake) ---------------------------------
 
-mkfake() { # DIR pi4|pi5 : /proc/cpuinfo as 64-bit Raspberry Pi OS shows it, and a sysfs cpu tree
-  local OUT=$1 M=$2 FEAT VAR PART REV HW BREV NAME L1I L1IW L1D L1DW L2 L2W MAXF MINF c d m f
-  if [ "$M" = pi4 ]; then
+VIEWS="pi4 pi5 zero2w pi3"
+
+cpu_of() { # VIEW: the -cpu of QEMU that matches a CPU view
+  case $1 in pi4|none) echo cortex-a72 ;; pi5) echo cortex-a76 ;; zero2w|pi3) echo cortex-a53 ;;
+    *) die "unknown CPU view $1 (one of: $VIEWS)" ;; esac
+}
+
+mkfake() { # DIR pi4|pi5|zero2w|pi3 : /proc/cpuinfo as 64-bit Raspberry Pi OS shows it, and a sysfs cpu tree
+  local OUT=$1 M=$2 FEAT VAR PART REV HW BREV NAME L1I L1IW L1D L1DW L2 L2W MAXF MINF BOGO=108.00 c d m f
+  case $M in
+  pi4)
     FEAT="fp asimd evtstrm crc32 cpuid"; VAR=0x0; PART=0xd08; REV=3; HW=BCM2835; BREV=c03111
-    NAME="Raspberry Pi 4 Model B Rev 1.1"; L1I=48K; L1IW=3; L1D=32K; L1DW=2; L2=1024K; L2W=16; MAXF=1800000; MINF=600000
-  else
+    NAME="Raspberry Pi 4 Model B Rev 1.1"; L1I=48K; L1IW=3; L1D=32K; L1DW=2; L2=1024K; L2W=16; MAXF=1800000; MINF=600000 ;;
+  pi5)
     FEAT="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
     VAR=0x4; PART=0xd0b; REV=1; HW=; BREV=c04170
-    NAME="Raspberry Pi 5 Model B Rev 1.0"; L1I=64K; L1IW=4; L1D=64K; L1DW=4; L2=512K; L2W=8; MAXF=2400000; MINF=1500000
-  fi
+    NAME="Raspberry Pi 5 Model B Rev 1.0"; L1I=64K; L1IW=4; L1D=64K; L1DW=4; L2=512K; L2W=8; MAXF=2400000; MINF=1500000 ;;
+  zero2w|pi3)
+    # BCM2710A1 / BCM2837B0: four Cortex-A53 r0p4, 32 KiB 2-way L1I and 32 KiB 4-way L1D per
+    # core, 512 KiB 16-way L2 shared; the 19.2 MHz timer gives BogoMIPS 38.40.
+    FEAT="fp asimd evtstrm crc32 cpuid"; VAR=0x0; PART=0xd03; REV=4; HW=BCM2835; BOGO=38.40
+    L1I=32K; L1IW=2; L1D=32K; L1DW=4; L2=512K; L2W=16; MINF=600000
+    if [ "$M" = zero2w ]; then BREV=902120; NAME="Raspberry Pi Zero 2 W Rev 1.0"; MAXF=1000000
+    else BREV=a020d3; NAME="Raspberry Pi 3 Model B Plus Rev 1.3"; MAXF=1400000; fi ;;
+  *) die "unknown CPU view $M (one of: $VIEWS)" ;;
+  esac
   rm -rf "$OUT"; mkdir -p "$OUT/cpu"
   { for c in 0 1 2 3; do
-      printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %d\n\n' \
-        $c "$FEAT" $VAR $PART $REV; done
+      printf 'processor\t: %d\nBogoMIPS\t: %s\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %d\n\n' \
+        $c $BOGO "$FEAT" $VAR $PART $REV; done
     if [ -n "$HW" ]; then printf 'Hardware\t: %s\n' "$HW"; fi
     printf 'Revision\t: %s\nSerial\t\t: 10000000deadbeef\nModel\t\t: %s\n' $BREV "$NAME"; } >"$OUT/cpuinfo"
   for f in online possible present; do echo 0-3 >"$OUT/cpu/$f"; done
@@ -215,15 +250,17 @@ mkfake() { # DIR pi4|pi5 : /proc/cpuinfo as 64-bit Raspberry Pi OS shows it, and
 
 # --- running the guest --------------------------------------------------------------------
 
-guest() { # ARGS...: the guest venv's python ARGS under qemu-user, seeing a Raspberry Pi 4
-  local view=$WORK/fake/$FAKE_VIEW
-  if [ "$FAKE_VIEW" = none ]; then
-    qemu-aarch64-static -cpu cortex-a72 -L "$GROOT" "$GVENV/bin/python" "$@"; return
+guest() { # ARGS...: the guest venv's python ARGS under qemu-user, seeing the Raspberry Pi of
+          # CPU view $VIEW (default $FAKE_VIEW: a Pi 4) with the matching -cpu
+  local view=${VIEW:-$FAKE_VIEW} cpu
+  cpu=$(cpu_of "$view")
+  if [ "$view" = none ]; then
+    qemu-aarch64-static -cpu "$cpu" -L "$GROOT" "$GVENV/bin/python" "$@"; return
   fi
   # Exit 99: the view could not be mounted (reported as such, not as a product failure).
   unshare -m --propagation private bash -c '
     mount --bind "$1/cpuinfo" /proc/cpuinfo && mount --bind "$1/cpu" /sys/devices/system/cpu || exit 99
-    shift; exec "$@"' _ "$view" qemu-aarch64-static -cpu cortex-a72 -L "$GROOT" "$GVENV/bin/python" "$@"
+    shift; exec "$@"' _ "$WORK/fake/$view" qemu-aarch64-static -cpu "$cpu" -L "$GROOT" "$GVENV/bin/python" "$@"
 }
 
 guest_venv() { # SUITE: a fresh venv in the guest; the guest's pip installs edge-fer and pytest
@@ -254,7 +291,7 @@ I(model_path=str(m.DEFAULT_MODEL)).allocate_tensors()' >"$WORK/probe.log" 2>&1 |
   case $rc in
     0) return 0 ;;
     99) echo "arm64 lane: cannot bind-mount the fake CPU view over /proc/cpuinfo and /sys/devices/system/cpu (needs root and mount namespaces)" ;;
-    139) echo "arm64 lane: the LiteRT interpreter crashed (SIGSEGV) under qemu-user: the known segfault in cpuinfo_arm_linux_init, because the guest sees the x86 host's /proc/cpuinfo and /sys/devices/system/cpu; the fake Raspberry Pi CPU view (EDGE_FER_ARM64_FAKE_VIEW=$FAKE_VIEW) is missing. Not a test failure of edge-fer." ;;
+    139) echo "arm64 lane: the LiteRT interpreter crashed (SIGSEGV) under qemu-user: the known segfault in cpuinfo_arm_linux_init, because the guest sees the x86 host's /proc/cpuinfo and /sys/devices/system/cpu; the fake Raspberry Pi CPU view (${VIEW:-$FAKE_VIEW}) is missing or wrong. Not a test failure of edge-fer." ;;
     *) cat "$WORK/probe.log"; echo "arm64 lane: the interpreter does not load in the guest (exit $rc, output above)" ;;
   esac
   exit 3
@@ -278,7 +315,7 @@ check() { # NAME COMMAND...: run a comparison; its output says OK or every diffe
 }
 
 lane() { # SUITE
-  local suite=$1 py out det n_img
+  local suite=$1 py out det
   py=$(python_of "$suite")
   out=$WORK/out-$suite; mkdir -p "$out"
   log "$suite: guest venv (Python $py)"
@@ -291,37 +328,10 @@ lane() { # SUITE
     grep -v '^provenance' "$out/info.txt"; echo "passed: $suite info (aarch64, Python $py, litert)"
   else cat "$out/info.txt"; fail "$suite: edge-fer info"; fi
 
-  log "$suite: predict --json on the shared photos, aarch64 vs x86"
-  local photos=("$SHARED"/images/*.jpg)
-  n_img=${#photos[@]}
-  [ "$n_img" -gt 0 ] || fail "$suite: no photos in $SHARED/images"
-  "$X86/edge-fer" predict --json "${photos[@]}" >"$out/predict-x86.jsonl" 2>"$out/predict-x86.err" || fail "$suite: predict on x86"
-  guest -m edge_fer predict --json "${photos[@]}" >"$out/predict-a72.jsonl" 2>"$out/predict-a72.err" ||
-    { tail -5 "$out/predict-a72.err"; fail "$suite: predict on aarch64"; }
-  check "$suite predict ($n_img photos)" python3 "$REPO/ci/arm64_compare.py" predict "$out/predict-x86.jsonl" "$out/predict-a72.jsonl"
-
-  local data=$SHARED/datasets/fer2013/privatetest
-  for m in $MODELS; do
-    log "$suite: evaluate --model $m --limit $EVAL_LIMIT on PrivateTest, aarch64 vs x86"
-    "$X86/edge-fer" evaluate --model "$m" --data "$data" --limit "$EVAL_LIMIT" --json >"$out/eval-$m-x86.json" 2>"$out/eval-$m-x86.err" ||
-      fail "$suite: evaluate --model $m on x86"
-    guest -m edge_fer evaluate --model "$m" --data "$data" --limit "$EVAL_LIMIT" --json >"$out/eval-$m-a72.json" 2>"$out/eval-$m-a72.err" ||
-      { tail -5 "$out/eval-$m-a72.err"; fail "$suite: evaluate --model $m on aarch64"; }
-    check "$suite evaluate --model $m" python3 "$REPO/ci/arm64_compare.py" evaluate "$out/eval-$m-x86.json" "$out/eval-$m-a72.json"
-  done
+  x86_answers "$suite"
+  answers "$suite" "$FAKE_VIEW" "$DETECTORS"
 
   for det in $DETECTORS; do
-    # shellcheck disable=SC2046
-    log "$suite: run --detector $det over the clip's frames (PNG) read offline, aarch64 vs x86"
-    # shellcheck disable=SC2046
-    "$X86/edge-fer" run --source "$FRAMES" --headless --log-json "$out/run-$det-x86.jsonl" $(detector_args "$det") \
-      >/dev/null 2>"$out/run-$det-x86.err" || { tail -3 "$out/run-$det-x86.err"; fail "$suite: run $det on x86"; }
-    # shellcheck disable=SC2046
-    guest -m edge_fer run --source "$FRAMES" --headless --log-json "$out/run-$det-a72.jsonl" $(detector_args "$det") \
-      >/dev/null 2>"$out/run-$det-a72.err" || { tail -3 "$out/run-$det-a72.err"; fail "$suite: run $det on aarch64"; }
-    tail -1 "$out/run-$det-a72.err"
-    check "$suite run $det (offline)" python3 "$REPO/ci/arm64_compare.py" run "$out/run-$det-x86.jsonl" "$out/run-$det-a72.jsonl"
-
     log "$suite: run --camera pi --detector $det through the fake picamera2, aarch64 vs x86"
     # The fake camera serves the PNG frames (not the MPEG-4 clip: see FRAMES) at $LIVE_FPS on
     # both; x86's run is made once and compared with every suite's. A live run drops frames and
@@ -357,6 +367,58 @@ lane() { # SUITE
       tail -5 "$out/pytest.txt"; fail "$suite: guest tests ran nothing"
     else echo "passed: $suite tests in the guest"; fi
   else grep -E '^(E |FAILED)' "$out/pytest.txt" | head -40; tail -3 "$out/pytest.txt"; fail "$suite: tests in the guest"; fi
+
+  local view
+  if [ "$suite" = "${SUITES%% *}" ]; then
+    for view in $EXTRA_VIEWS; do
+      mkfake "$WORK/fake/$view" "$view"
+      VIEW=$view probe_interpreter
+      answers "$suite" "$view" "$EXTRA_DETECTORS"
+    done
+    [ -z "$BUDGET_CORES" ] || budget "$suite"
+  fi
+}
+
+x86_answers() { # SUITE: the x86 side of every comparison, once per suite
+  local suite=$1 out=$WORK/out-$1 m det
+  log "$suite: x86 answers (predict on ${#PHOTOS[@]} photos, evaluate per model, run per detector)"
+  "$X86/edge-fer" predict --json "${PHOTOS[@]}" >"$out/predict-x86.jsonl" 2>"$out/predict-x86.err" || fail "$suite: predict on x86"
+  for m in $MODELS; do
+    "$X86/edge-fer" evaluate --model "$m" --data "$DATA" --limit "$EVAL_LIMIT" --json >"$out/eval-$m-x86.json" 2>"$out/eval-$m-x86.err" ||
+      fail "$suite: evaluate --model $m on x86"
+  done
+  for det in $DETECTORS; do
+    # shellcheck disable=SC2046
+    "$X86/edge-fer" run --source "$FRAMES" --headless --log-json "$out/run-$det-x86.jsonl" $(detector_args "$det") \
+      >/dev/null 2>"$out/run-$det-x86.err" || { tail -3 "$out/run-$det-x86.err"; fail "$suite: run $det on x86"; }
+  done
+}
+
+answers() { # SUITE VIEW DETECTORS: predict, evaluate per model and the offline run per detector
+            # on the guest seeing CPU view VIEW, each compared with x86
+  local suite=$1 VIEW=$2 dets=$3 out=$WORK/out-$1 m det tag cpu
+  cpu=$(cpu_of "$VIEW"); tag=${cpu#cortex-}
+  [ "$VIEW" = "$FAKE_VIEW" ] || tag="$tag ($VIEW view)"
+  log "$suite/$tag: predict --json on the shared photos, aarch64 vs x86"
+  guest -m edge_fer predict --json "${PHOTOS[@]}" >"$out/predict-$VIEW.jsonl" 2>"$out/predict-$VIEW.err" ||
+    { tail -5 "$out/predict-$VIEW.err"; fail "$suite/$tag: predict on aarch64"; }
+  check "$suite/$tag predict (${#PHOTOS[@]} photos)" python3 "$REPO/ci/arm64_compare.py" predict "$out/predict-x86.jsonl" "$out/predict-$VIEW.jsonl"
+
+  for m in $MODELS; do
+    log "$suite/$tag: evaluate --model $m --limit $EVAL_LIMIT on PrivateTest, aarch64 vs x86"
+    guest -m edge_fer evaluate --model "$m" --data "$DATA" --limit "$EVAL_LIMIT" --json >"$out/eval-$m-$VIEW.json" 2>"$out/eval-$m-$VIEW.err" ||
+      { tail -5 "$out/eval-$m-$VIEW.err"; fail "$suite/$tag: evaluate --model $m on aarch64"; }
+    check "$suite/$tag evaluate --model $m" python3 "$REPO/ci/arm64_compare.py" evaluate "$out/eval-$m-x86.json" "$out/eval-$m-$VIEW.json"
+  done
+
+  for det in $dets; do
+    log "$suite/$tag: run --detector $det over the clip's frames (PNG) read offline, aarch64 vs x86"
+    # shellcheck disable=SC2046
+    guest -m edge_fer run --source "$FRAMES" --headless --log-json "$out/run-$det-$VIEW.jsonl" $(detector_args "$det") \
+      >/dev/null 2>"$out/run-$det-$VIEW.err" || { tail -3 "$out/run-$det-$VIEW.err"; fail "$suite/$tag: run $det on aarch64"; }
+    tail -1 "$out/run-$det-$VIEW.err"
+    check "$suite/$tag run $det (offline)" python3 "$REPO/ci/arm64_compare.py" run "$out/run-$det-x86.jsonl" "$out/run-$det-$VIEW.jsonl"
+  done
 }
 
 # --- `prepare DIR`: a lasting guest for benchmarks/pi_budget.py -----------------------------
@@ -401,13 +463,21 @@ qemu_plugin() { # the icount plugin (benchmarks/qemu/icount.c) for this host's d
 }
 
 prepare() { # DIR: guest venv, CPU views, the plugin and DIR/guest, a wrapper that runs the
-            # guest's python with $ARM64_CPU (cortex-a72) and $ARM64_VIEW (pi4 | pi5 | none);
+            # guest's python with $ARM64_CPU (cortex-a72) and $ARM64_VIEW (pi4 | pi5 | zero2w | pi3 | none);
             # ARM64_PLUGIN=1 counts instructions (dynamic qemu-aarch64 with the icount plugin)
   local dir=$1 suite=${SUITES%% *}
   mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
-  mkfake "$dir/fake/pi4" pi4; mkfake "$dir/fake/pi5" pi5
+  local v
+  for v in $VIEWS; do mkfake "$dir/fake/$v" "$v"; done
   qemu_plugin
   WORK=$dir guest_venv "$suite" || die "edge-fer does not install in the guest (see $dir/guest-pip-$suite.log)"
+  write_guest "$dir"
+  echo "prepared: $dir/guest"
+}
+
+write_guest() { # DIR: DIR/guest, the guest's python ($GROOT, $GVENV) under qemu-user seeing the
+                # CPU view DIR/fake/$ARM64_VIEW; ARM64_PLUGIN=1 runs it with the icount plugin
+  local dir=$1
   cat >"$dir/guest" <<GUEST
 #!/bin/bash
 # Written by ci/arm64.sh prepare: the arm64 guest's python under qemu-user, seeing a Raspberry Pi.
@@ -420,7 +490,23 @@ exec unshare -m --propagation private bash -c '
   shift; exec "\$@"' _ "\$VIEW" "\${Q[@]}" -L $GROOT $GVENV/bin/python "\$@"
 GUEST
   chmod +x "$dir/guest"
-  echo "prepared: $dir/guest"
+}
+
+budget() { # SUITE: benchmarks/pi_budget.py --cores $BUDGET_CORES --json in this suite's guest
+  local suite=$1 out=$WORK/out-$1 dir=$WORK/budget core v models
+  log "$suite: benchmarks/pi_budget.py --cores $BUDGET_CORES --reps 1 --json (instructions counted per stage)"
+  qemu_plugin
+  mkdir -p "$dir"; for v in $VIEWS; do mkfake "$dir/fake/$v" "$v"; done
+  write_guest "$dir"
+  models=$(cd "$REPO/models" && echo *.tflite)
+  for core in ${BUDGET_CORES//,/ }; do
+    if ! EDGE_FER_DATA=$SHARED python3 "$REPO/benchmarks/pi_budget.py" --cores "$core" --reps 1 --json --env "$dir" \
+        >"$out/budget-$core.json" 2>"$out/budget-$core.err"; then
+      tail -5 "$out/budget-$core.err"; fail "$suite: pi_budget.py --cores $core"; continue
+    fi
+    check "$suite pi_budget.py --cores $core (every stage)" python3 "$REPO/ci/arm64_compare.py" budget \
+      "$out/budget-$core.json" --core "$core" --detectors "$DETECTORS" --models "$models"
+  done
 }
 
 main() {
@@ -451,6 +537,9 @@ c = make_clip(sys.argv[1], Path(sys.argv[2]), frames=60); cap = cv2.VideoCapture
 for i in range(c.frames):
     ok, f = cap.read(); assert ok, i; cv2.imwrite(str(out / f"{i:04d}.png"), f)' "$CLIP" "$SHARED/images" "$FRAMES") ||
     die "cannot make the test clip"
+  PHOTOS=("$SHARED"/images/*.jpg)
+  [ -e "${PHOTOS[0]}" ] || die "no photos in $SHARED/images"
+  DATA=$SHARED/datasets/fer2013/privatetest
   [ -n "$MODELS" ] || MODELS=$(shipped_models) || die "cannot list the shipped models"
   [ -n "$MODELS" ] || die "the shipped model list is empty"
   echo "models: $MODELS"
@@ -477,6 +566,7 @@ for i in range(c.frames):
 case "${1:-all}" in
   all|setup) main "${1:-all}" ;;
   prepare) [ -n "${2:-}" ] || die "usage: $0 prepare DIR"; main prepare "$2" ;;
+  views) [ -n "${2:-}" ] || die "usage: $0 views DIR"; for v in $VIEWS; do mkfake "$2/$v" "$v"; done ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "usage: $0 [all|setup]" ;;
+  *) die "usage: $0 [all|setup|prepare DIR|views DIR]" ;;
 esac

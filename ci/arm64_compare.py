@@ -10,6 +10,7 @@ any Python on the host (the lane calls it with the host's python3).
     python3 ci/arm64_compare.py run X86.jsonl ARM.jsonl
     python3 ci/arm64_compare.py live ARM.jsonl --min-frames N --min-faces N
     python3 ci/arm64_compare.py live-results X86.jsonl ARM.jsonl
+    python3 ci/arm64_compare.py budget BUDGET.json --core a53 --detectors "haar ..." --models "lite.tflite ..."
 
 prints `OK: ...` and exits 0, or prints every difference and exits 1.
 """
@@ -218,6 +219,35 @@ def _load_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+#: The rows `benchmarks/pi_budget.py` counts per model (one interpreter thread unless said).
+BUDGET_MODEL_ROWS = (", batch 1", ", batch 4", ", batch 1, tta", ", batch 4, tta", ", batch 3, 1 thread",
+                     ", batch 3, 2 threads")
+
+
+def check_budget(budget: dict, core: str, detectors: list[str], models: list[str]) -> list[str]:
+    """`pi_budget.py --json` output: every stage counted on `core` (capture, each detector at
+    `run`'s default, each model's rows, the pipeline) and an estimate per detector, model and
+    face count."""
+    out = []
+    rows = {(r["stage"], r["what"]): r for r in budget.get("stages", [])}
+    if core not in budget.get("assumptions", {}):
+        out.append(f"no assumptions (IPC, clock) for {core}")
+    for (stage, what), r in rows.items():
+        if not r.get("instructions", {}).get(core, 0) > 0:
+            out.append(f"{stage} '{what}': no instruction count on {core}")
+    stages = {stage for stage, _ in rows}
+    out += [f"no {s} stage" for s in ("capture", "detect", "classify", "pipeline") if s not in stages]
+    for det in detectors:
+        if not any(s == "detect" and w.startswith(f"{det},") and "run default" in w for s, w in rows):
+            out.append(f"detector {det} not counted")
+    for m in models:
+        out += [f"{m}{suffix} not counted" for suffix in BUDGET_MODEL_ROWS if ("classify", m + suffix) not in rows]
+    est = {(e["detector"], e["model"], e["faces"]) for e in budget.get("run_estimates", []) if e["core"] == core}
+    out += [f"no estimate for {d}, {m}, {n} face(s)" for d in detectors for m in models for n in (1, 3)
+            if (d, m, n) not in est]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -229,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("log")
     s.add_argument("--min-frames", type=int, required=True)
     s.add_argument("--min-faces", type=int, required=True)
+    s = sub.add_parser("budget")
+    s.add_argument("json")
+    s.add_argument("--core", required=True)
+    s.add_argument("--detectors", required=True, help="Space-separated detector names.")
+    s.add_argument("--models", required=True, help="Space-separated model file names.")
     a = p.parse_args(argv)
     if a.what == "predict":
         x86, arm = _load_jsonl(a.x86), _load_jsonl(a.arm)
@@ -250,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = (f"{seen.get('faces')} faces on {seen.get('frames')} frames both processed "
               f"({len(arm)} on aarch64, {len(x86)} on x86): each overlapping x86's by IoU >= "
               f"{seen.get('lowest_iou', 0):.2f}, the same raw label on {seen.get('same_label')}")
+    elif a.what == "budget":
+        budget = json.loads(Path(a.json).read_text())
+        diffs = check_budget(budget, a.core, a.detectors.split(), a.models.split())
+        ok = (f"{len(budget['stages'])} stages counted on {a.core} and "
+              f"{len(budget['run_estimates'])} run estimates")
     else:
         log = _load_jsonl(a.log)
         diffs = check_live(log, a.min_frames, a.min_faces)

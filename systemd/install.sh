@@ -24,6 +24,10 @@ do_pip=1
 offline=0
 do_kiosk=1
 kiosk_user="${SUDO_USER:-}"
+profile=auto
+# Where the board is read from (overridable, for tests and for staging an image for another board).
+dt_model="${EDGE_FER_DT_MODEL:-/proc/device-tree/model}"
+cpuinfo="${EDGE_FER_CPUINFO:-/proc/cpuinfo}"
 
 usage() {
     cat <<EOF
@@ -37,10 +41,15 @@ usage: $prog [options]
   --no-systemctl      do not reload, enable or start the units
   --no-pip            no virtual environment, no edge-fer package: units and config only
   --offline           install edge-fer from the source without dependencies or the network
+  --profile P         config to install: auto (default: small on a Zero 2 W or Pi 3, from the
+                      board's model), small (systemd/config.zero.toml) or default
+                      (systemd/config.example.toml)
   -h, --help          this help
 
 Environment: DESTDIR (stage into this folder; implies --no-apt --no-systemctl --offline),
-PYTHON (interpreter for the virtual environment, default /usr/bin/python3).
+PYTHON (interpreter for the virtual environment, default /usr/bin/python3),
+EDGE_FER_DT_MODEL and EDGE_FER_CPUINFO (where --profile auto reads the board: default
+/proc/device-tree/model and /proc/cpuinfo).
 EOF
 }
 
@@ -64,11 +73,18 @@ while [ $# -gt 0 ]; do
         --no-systemctl) do_systemctl=0 ;;
         --no-pip) do_pip=0 ;;
         --offline) offline=1 ;;
+        --profile) [ $# -ge 2 ] || die "--profile needs auto, small or default"; profile="$2"; shift ;;
+        --profile=*) profile="${1#*=}" ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
     shift
 done
+
+case "$profile" in
+    auto | small | default) ;;
+    *) die "unknown --profile $profile: auto, small or default" ;;
+esac
 
 root="${DESTDIR%/}"
 if [ -n "$root" ]; then
@@ -128,6 +144,44 @@ put_conffile() {  # SOURCE DEST MODE: only if absent; removed at uninstall only 
     install -m "$3" "$1" "$root$2"
     entries["conf $(sha256sum < "$root$2" | cut -d' ' -f1) $2"]=1
     say "installed $2"
+}
+
+# --- which config: the board -------------------------------------------------------------------
+
+# The board's name: the device tree's model (NUL-terminated), else the Model line of cpuinfo.
+board_model() {
+    local m=""
+    [ -r "$dt_model" ] && m="$(tr -d '\0' < "$dt_model")"
+    if [ -z "$m" ] && [ -r "$cpuinfo" ]; then
+        m="$(sed -n 's/^Model[[:space:]]*:[[:space:]]*//p' "$cpuinfo" | head -1)"
+    fi
+    printf '%s' "$m"
+}
+
+# The small-board profile for the Cortex-A53 boards (Zero 2 W, Pi 3, CM3): about a quarter of a
+# Pi 4's speed per core, and 512 MB on the Zero 2 W and the 3 A+ (README.md, Supported boards).
+choose_config() {
+    local model
+    config_src="$src/systemd/config.example.toml"
+    case "$profile" in
+        small) config_src="$src/systemd/config.zero.toml"; say "--profile small: config systemd/config.zero.toml (the small-board profile)" ;;
+        default) say "--profile default: config systemd/config.example.toml" ;;
+        auto)
+            model="$(board_model)"
+            case "$model" in
+                "Raspberry Pi Zero 2"* | "Raspberry Pi 3"* | "Raspberry Pi Compute Module 3"*)
+                    config_src="$src/systemd/config.zero.toml"
+                    say "board: $model: config systemd/config.zero.toml (the small-board profile; --profile default for the full one)"
+                    case "$model" in
+                        "Raspberry Pi Zero 2"* | "Raspberry Pi 3 Model A"*)
+                            [ "$do_kiosk" -eq 0 ] || say "note: this board has 512 MB, too little for the kiosk browser beside edge-fer (README.md, Supported boards): --no-kiosk, and open the page from another device" ;;
+                    esac ;;
+                "")
+                    say "board: unknown (no $dt_model, no Model line in $cpuinfo): config systemd/config.example.toml" ;;
+                *)
+                    say "board: $model: config systemd/config.example.toml" ;;
+            esac ;;
+    esac
 }
 
 # --- install ------------------------------------------------------------------------------------
@@ -193,7 +247,8 @@ do_install() {
     install_venv
     fetch_detectors
     put_file "$src/systemd/edge-fer.service" /etc/systemd/system/edge-fer.service 644
-    put_conffile "$src/systemd/config.example.toml" /etc/edge-fer/config.toml 600
+    choose_config
+    put_conffile "$config_src" /etc/edge-fer/config.toml 600
     if [ "$do_kiosk" -eq 1 ]; then
         if [ -z "$kiosk_user" ]; then
             kiosk_user="$(getent passwd 1000 | cut -d: -f1 || true)"
