@@ -9,6 +9,7 @@ any Python on the host (the lane calls it with the host's python3).
     python3 ci/arm64_compare.py evaluate X86.json ARM.json
     python3 ci/arm64_compare.py run X86.jsonl ARM.jsonl
     python3 ci/arm64_compare.py live ARM.jsonl --min-frames N --min-faces N
+    python3 ci/arm64_compare.py live-results X86.jsonl ARM.jsonl
     python3 ci/arm64_compare.py budget BUDGET.json --core a53 --detectors "haar ..." --models "lite.tflite ..."
 
 prints `OK: ...` and exits 0, or prints every difference and exits 1.
@@ -29,6 +30,15 @@ ACCURACY_TOL = 0.001
 BOX_TOL = 2
 #: Floating-point slack on top of the quantization step (JSON rounds scores to 4 decimals).
 EPS = 1e-4
+#: Live runs: a tracked box is the last detection's, which lands when the detector is done, so
+#: aarch64's (emulated, seconds per detection) lags x86's by a few frames of a slowly drifting
+#: face. Each aarch64 face must overlap the x86 face of the same frame by this much.
+LIVE_MIN_IOU = 0.5
+#: Live runs: the share of faces whose own classification (raw label) must agree; the crops
+#: differ by that lag, which can flip a face whose top two scores are close.
+LIVE_LABEL_AGREEMENT = 0.9
+#: Live runs: frames both processed (after both found faces) below which nothing was shown.
+LIVE_MIN_FRAMES = 5
 
 
 def _scores_differ(a: dict, b: dict, tol: float) -> list[str]:
@@ -148,6 +158,63 @@ def check_live(log: list[dict], min_frames: int, min_faces: int) -> list[str]:
     return out
 
 
+def _iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    union = aw * ah + bw * bh - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def compare_live(x86: list[dict], arm: list[dict], min_frames: int = LIVE_MIN_FRAMES,
+                 min_iou: float = LIVE_MIN_IOU, agreement: float = LIVE_LABEL_AGREEMENT,
+                 seen: dict | None = None) -> list[str]:
+    """Two `edge-fer run --camera pi --results` files (a record per processed frame) of the same
+    frames served by the fake picamera2 on x86 and aarch64. Live, frames are dropped and a
+    detection lands when it is done, so the frames processed and the boxes' lag differ; compared
+    on every frame both processed once both had found faces: the same number of faces, each
+    aarch64 face overlapping one of x86's by `min_iou`, and the same raw label (the frame's own
+    classification of the face) on at least `agreement` of them. `seen`, when given, gets the
+    figures: frames and faces compared, the smallest overlap, the labels that agreed."""
+    xf = {r["frame"]: r["faces"] for r in x86}
+    af = {r["frame"]: r["faces"] for r in arm}
+    first_x = min((f for f, faces in xf.items() if faces), default=None)
+    first_a = min((f for f, faces in af.items() if faces), default=None)
+    if first_x is None:
+        return ["nothing to compare: the x86 live run found no face"]
+    if first_a is None:
+        return ["the aarch64 live run found no face"]
+    common = sorted(f for f in set(xf) & set(af) if f >= max(first_x, first_a))
+    out = []
+    if len(common) < min_frames:
+        out.append(f"{len(common)} frames processed by both runs after both found faces, "
+                   f"expected at least {min_frames}")
+    same = compared = 0
+    lowest = 1.0
+    for f in common:
+        xs, ars = xf[f], af[f]
+        if len(xs) != len(ars):
+            out.append(f"frame {f}: {len(xs)} face(s) on x86, {len(ars)} on aarch64")
+            continue
+        for face in ars:
+            best = max(xs, key=lambda x: _iou(x["box"], face["box"]))
+            overlap = _iou(best["box"], face["box"])
+            lowest = min(lowest, overlap)
+            if overlap < min_iou:
+                out.append(f"frame {f}: aarch64 face at {face['box']} overlaps x86's nearest "
+                           f"{best['box']} by {overlap:.2f} (at least {min_iou})")
+                continue
+            compared += 1
+            same += best["raw_label"] == face["raw_label"]
+    if compared and same < agreement * compared:
+        out.append(f"the same raw label on {same} of {compared} faces, expected at least "
+                   f"{100 * agreement:.0f} %")
+    if seen is not None:
+        seen.update(frames=len(common), faces=compared, same_label=same, lowest_iou=lowest)
+    return out
+
+
 def _load_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -184,7 +251,7 @@ def check_budget(budget: dict, core: str, detectors: list[str], models: list[str
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    for name in ("predict", "evaluate", "run"):
+    for name in ("predict", "evaluate", "run", "live-results"):
         s = sub.add_parser(name)
         s.add_argument("x86")
         s.add_argument("arm")
@@ -211,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         x86, arm = _load_jsonl(a.x86), _load_jsonl(a.arm)
         diffs = compare_run(x86, arm)
         ok = f"{len(read_events(x86))} face events identical (frames, tracks, boxes, labels; scores within 1/256)"
+    elif a.what == "live-results":
+        x86, arm = _load_jsonl(a.x86), _load_jsonl(a.arm)
+        seen: dict = {}
+        diffs = compare_live(x86, arm, seen=seen)
+        ok = (f"{seen.get('faces')} faces on {seen.get('frames')} frames both processed "
+              f"({len(arm)} on aarch64, {len(x86)} on x86): each overlapping x86's by IoU >= "
+              f"{seen.get('lowest_iou', 0):.2f}, the same raw label on {seen.get('same_label')}")
     elif a.what == "budget":
         budget = json.loads(Path(a.json).read_text())
         diffs = check_budget(budget, a.core, a.detectors.split(), a.models.split())

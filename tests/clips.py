@@ -107,77 +107,211 @@ def make_clip(path: str | os.PathLike, images_dir: Path, frames: int = 150, fps:
     return Clip(Path(path), frames, fps, size, boxes)
 
 
-class FakePicamera2:
-    """picamera2's API as the Pi camera source uses it (`create_video_configuration`,
-    `configure`, `start`, `capture_array`, `stop`), serving a real clip's frames.
+#: picamera2's message when its constructor fails after finding the camera (picamera2.py,
+#: `Picamera2.__init__`); the cause rides along only as `__context__` up to 0.3.36 (`from e`
+#: came later, as `__cause__`).
+PICAMERA2_INIT_FAILED = "Camera __init__ sequence did not complete."
+#: What libcamera's Python bindings raise when another process holds the camera:
+#: `Camera.acquire()` throws std::system_error(EBUSY, "Failed to acquire camera"), which pybind11
+#: turns into a RuntimeError of the system_error's what().
+LIBCAMERA_BUSY = "Failed to acquire camera: Device or resource busy"
 
-    `main` frames come as picamera2's RGB888 does (BGR byte order, H x W x 3); `lores` as YUV420,
-    (h * 3/2) rows of a padded stride, whose first h rows are the Y plane. `blank_lores` serves a
-    flat Y plane, to show which stream detection reads.
-    """
+
+class _FakeRequest:
+    """One completed request: every configured stream's buffer from the same sensor frame."""
+
+    def __init__(self, camera: "_FakePicamera2Base", frame: np.ndarray, sequence: int):
+        self.camera = camera
+        self.frame = frame
+        self.sequence = sequence
+
+    def make_array(self, name: str) -> np.ndarray:
+        import cv2
+
+        config = self.camera.camera_config.get(name)
+        if config is None:  # picamera2's Request.make_array says exactly this
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        w, h = config["size"]
+        if name == "main":
+            # RGB888 is BGR byte order, H x W x 3: what OpenCV calls BGR.
+            return cv2.resize(self.frame, (w, h), interpolation=cv2.INTER_AREA)
+        if self.camera.blank_lores:
+            y = np.full((h, w), 128, np.uint8)
+        else:
+            y = cv2.resize(cv2.cvtColor(self.frame, cv2.COLOR_BGR2GRAY), (w, h),
+                           interpolation=cv2.INTER_AREA)
+        # YUV420 as picamera2 hands it out: (h * 3/2) rows of `stride` bytes, padding kept.
+        yuv = np.full((h * 3 // 2, config["stride"]), 128, np.uint8)
+        yuv[:h, :w] = y
+        return yuv
+
+    def get_metadata(self) -> dict:
+        period_us = int(round(1e6 / self.camera.fps))
+        return {"SensorTimestamp": self.sequence * period_us * 1000, "FrameDuration": period_us}
+
+
+class _FakePicamera2Base:
+    """What every picamera2 release has, serving a real clip's frames (see FakePicamera2)."""
 
     def __init__(self, clip_path: str | os.PathLike, fps: float = 60.0, blank_lores: bool = False,
-                 stride_pad: int = 64):
+                 stride_pad: int = 64, camera_num: int = 0, cameras: int = 1,
+                 open_error: BaseException | None = None):
         self.clip_path = Path(clip_path)
         self.fps = fps
         self.blank_lores = blank_lores
         self.stride_pad = stride_pad
-        self.config: dict | None = None
+        self.camera_config: dict | None = None
         self.started = False
+        self.is_open = False
         self.stopped = 0
+        self.requests = 0
         self.captures = {"main": 0, "lores": 0}
         self._cap = None
-        self._gray = None
         self._next_at = 0.0
+        # As Picamera2.__init__: the number is looked up in the list of detected cameras first,
+        # outside any try (no camera: a bare IndexError), then the camera is opened inside one
+        # that re-raises whatever went wrong as RuntimeError, the original only as __context__.
+        self.camera_idx = [{"Num": i} for i in range(cameras)][camera_num]["Num"]
+        try:
+            if open_error is not None:
+                raise open_error
+            self.is_open = True
+        except Exception:
+            raise RuntimeError(PICAMERA2_INIT_FAILED)  # noqa: B904 - picamera2 0.3.x chains so
 
-    def create_video_configuration(self, main=None, lores=None, controls=None, **kwargs):
-        return {"main": dict(main or {}), "lores": dict(lores or {}), "controls": dict(controls or {})}
+    def create_video_configuration(self, main={}, lores=None, raw={}, transform=None,  # noqa: B006
+                                   colour_space=None, buffer_count=6, controls={}, display="main",
+                                   encode="main", queue=True, sensor={}, use_case="video") -> dict:
+        def stream(defaults, updates):
+            if updates is None:
+                return None
+            valid = ("format", "size", "stride", "preserve_ar")
+            for key in updates:
+                if key not in valid:
+                    raise ValueError(f"Bad key {key!r}: valid stream configuration keys are {valid}")
+            conf = {**defaults, **updates}
+            w, h = conf["size"]
+            conf["size"] = (w - w % 2, h - h % 2)  # align_stream(optimal=False)
+            return conf
 
-    def configure(self, config):
-        self.config = config
+        if not self.is_open:
+            raise RuntimeError("Camera not opened")
+        main = stream({"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}, main)
+        lores = stream({"format": "YUV420", "size": main["size"], "preserve_ar": False}, lores)
+        return {"use_case": use_case, "transform": transform, "colour_space": colour_space,
+                "buffer_count": buffer_count, "queue": queue, "main": main, "lores": lores,
+                "raw": raw, "controls": {"FrameDurationLimits": (33333, 33333), **controls},
+                "sensor": sensor, "display": display, "encode": encode}
 
-    def start(self):
+    def configure(self, camera_config=None) -> None:
+        """picamera2's check_camera_config, on what this fake can serve."""
+        if self.started:
+            raise RuntimeError("Camera must be stopped before configuring")
+        if not isinstance(camera_config, dict):
+            raise TypeError("Invalid type for `camera_config` given")
+        for name in ("main", "lores"):
+            conf = camera_config[name]
+            if conf is None:
+                continue
+            size = conf["size"]
+            if type(size) is not tuple or len(size) != 2:
+                raise RuntimeError(f"size in {name} stream should be (width, height)")
+            if size[0] % 2 or size[1] % 2:
+                raise RuntimeError("width and height should be even")
+        if camera_config["main"]["format"] != "RGB888":
+            raise RuntimeError("this fake serves main only as RGB888")
+        if camera_config["lores"] is not None:
+            lw, lh = camera_config["lores"]["size"]
+            mw, mh = camera_config["main"]["size"]
+            if lw > mw or lh > mh:
+                raise RuntimeError("lores stream dimensions may not exceed main stream")
+            if camera_config["lores"]["format"] != "YUV420":
+                raise RuntimeError("lores stream must be YUV")
+            camera_config["lores"].setdefault("stride", lw + self.stride_pad)
+        self.camera_config = camera_config
+
+    def start(self, config=None, show_preview=False) -> None:
         import cv2
 
-        if self.config is None:
-            raise RuntimeError("Camera must be configured before start")
+        if config is not None:
+            self.configure(config)
+        if not self.camera_config:
+            raise RuntimeError("Camera has not been configured")
+        if self.started:
+            return
         self._cap = cv2.VideoCapture(os.fspath(self.clip_path))
         self.started = True
 
-    def capture_array(self, name="main"):
+    def _next_request(self) -> _FakeRequest:
+        """The next completed request: the camera delivers at its own rate, so this waits for
+        the frame's time; a clip loops, as a camera never ends."""
         import time
 
         import cv2
 
         if not self.started:
-            raise RuntimeError("Camera is not running")
-        self.captures[name] += 1
-        if name == "main":
-            # A camera delivers at its own rate.
-            now = time.monotonic()
-            if self._next_at > now:
-                time.sleep(self._next_at - now)
-            self._next_at = max(now, self._next_at) + 1.0 / self.fps
+            # Real picamera2 would wait for ever for a request that never comes.
+            raise RuntimeError("the fake camera was not started")
+        now = time.monotonic()
+        if self._next_at > now:
+            time.sleep(self._next_at - now)
+        self._next_at = max(now, self._next_at) + 1.0 / self.fps
+        ok, frame = self._cap.read()
+        if not ok:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
-            if not ok:  # loop the clip, as a camera never ends
-                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                ok, frame = self._cap.read()
-            frame = cv2.resize(frame, tuple(self.config["main"]["size"]))
-            self._gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            return frame
-        lw, lh = self.config["lores"]["size"]
-        y = np.full((lh, lw), 128, np.uint8) if self.blank_lores else \
-            cv2.resize(self._gray, (lw, lh), interpolation=cv2.INTER_AREA)
-        stride = lw + self.stride_pad
-        yuv = np.full((lh * 3 // 2, stride), 128, np.uint8)
-        yuv[:lh, :lw] = y
-        return yuv
+        self.requests += 1
+        return _FakeRequest(self, frame, self.requests)
 
-    def stop(self):
+    def capture_array(self, name="main", wait=None, signal_function=None) -> np.ndarray:
+        """The named stream of the next request: two calls are two requests, two frames."""
+        array = self._next_request().make_array(name)
+        self.captures[name] += 1
+        return array
+
+    def stop(self) -> None:
+        if not self.started:
+            return
         self.stopped += 1
         self.started = False
         if self._cap is not None:
             self._cap.release()
+            self._cap = None
+
+    def close(self) -> None:
+        if self.is_open:
+            self.stop()
+            self.is_open = False
+
+
+class FakePicamera2(_FakePicamera2Base):
+    """picamera2.Picamera2's API as the Pi camera source uses it, written from picamera2's own
+    source (picamera2/picamera2.py and request.py, 0.3.x), serving a real clip's frames.
+
+    - The constructor does what Picamera2's does: `camera_num` is looked up in the list of
+      `cameras` detected (none: a bare IndexError), then the camera is opened, and `open_error`,
+      when given, fails that step as libcamera would (e.g. RuntimeError(LIBCAMERA_BUSY)), re-raised
+      as RuntimeError(PICAMERA2_INIT_FAILED) with the original only as `__context__`.
+    - `create_video_configuration`, `configure` (picamera2's checks), `start`, `stop`, `close`.
+    - Each `capture_array(name)` takes the next request, so main and lores captured in two calls
+      come from two frames, as on a real camera; `capture_arrays(names)` gives every named stream
+      from one request, with its metadata.
+    - `main` comes as RGB888 does (BGR byte order, H x W x 3); `lores` as YUV420, (h * 3/2) rows of
+      a padded stride whose first h rows are the Y plane. `blank_lores` serves a flat Y plane, to
+      show which stream detection reads.
+    """
+
+    def capture_arrays(self, names=["main"], wait=None, signal_function=None):  # noqa: B006
+        """([one array per name], metadata), all from the same request."""
+        request = self._next_request()
+        arrays = [request.make_array(name) for name in names]
+        for name in names:
+            self.captures[name] += 1
+        return arrays, request.get_metadata()
+
+
+class FakePicamera2WithoutCaptureArrays(_FakePicamera2Base):
+    """An API without `capture_arrays` (picamera2 before August 2022): streams one call each."""
 
 
 def clip_jpegs(clip: Clip) -> list[bytes]:

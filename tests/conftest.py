@@ -1,4 +1,5 @@
-"""Shared fixtures: where ../shared is, the shipped model, and skips with a reason when absent."""
+"""Shared fixtures: where ../shared is, the shipped model, and skips with a reason when absent
+(failures under CI: see ci_skips.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import ci_skips
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
 FER = SHARED / "datasets" / "fer2013"
@@ -18,6 +21,22 @@ MINI_XCEPTION = FACE_CLASSIFICATION / "fer2013_mini_XCEPTION.102-0.66.hdf5"
 BIG_XCEPTION = FACE_CLASSIFICATION / "fer2013_big_XCEPTION.54-0.66.hdf5"
 #: Output order of the face_classification models (the FER2013 CSV order).
 FACE_CLASSIFICATION_LABELS = "angry,disgust,fear,happy,sad,surprise,neutral"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI a skip is a failure unless tests/ci_skips.py allows it (see there)."""
+    outcome = yield
+    if ci_skips.under_ci():
+        ci_skips.check(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a module that skips while being collected (a module-level importorskip)."""
+    outcome = yield
+    if ci_skips.under_ci():
+        ci_skips.check(outcome.get_result())
 
 
 def _require(path: Path) -> Path:

@@ -214,9 +214,10 @@ class NotifySocket:
         with self._lock:
             return [m for t, m in self._got if m.startswith(prefix) and t > after]
 
-    def times(self, message: str) -> list[float]:
+    def times(self, message: str, prefix: bool = False) -> list[float]:
+        """When `message` arrived (each message starting with it, with `prefix`)."""
         with self._lock:
-            return [t for t, m in self._got if m == message]
+            return [t for t, m in self._got if (m.startswith(message) if prefix else m == message)]
 
     def close(self) -> None:
         self._stop.set()

@@ -136,6 +136,80 @@ def test_live_run_needs_frames_and_labelled_faces(run_log):
     assert cmp.check_live([r for r in run_log if r.get("type") != "summary"], 1, 1) == ["the run wrote no summary"]
 
 
+@pytest.fixture(scope="module")
+def live_results(tmp_path_factory, images_dir, default_model) -> list[dict]:
+    """Records as `run --results` writes them, a clip's frames with three faces. Made in-process
+    (the guest runs this file and cannot start a child Python) from the clip read offline, so
+    every frame has its record however slow the machine (emulated, the lane's guest): the tests
+    drop frames themselves, as a live run would."""
+    from clips import make_clip
+    from edge_fer.classifier import EmotionClassifier
+    from edge_fer.detector import DetectorOptions, HaarFaceDetector
+    from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, open_source
+    from edge_fer.sinks.results import ResultsSink
+
+    d = tmp_path_factory.mktemp("arm64live")
+    clip = make_clip(d / "clip.mp4", images_dir, frames=18, leave_at=None)
+    classifier = EmotionClassifier(default_model)
+    capture = CaptureOptions(source=str(clip.path))
+    pipeline = Pipeline(open_source(capture), HaarFaceDetector(DetectorOptions()), classifier,
+                        PipelineOptions(capture))
+    pipeline.add_sink(ResultsSink(d / "live.jsonl", classifier.labels))
+    pipeline.start()
+    pipeline.wait()
+    assert pipeline.error is None
+    records = [json.loads(line) for line in (d / "live.jsonl").read_text().splitlines()]
+    assert len(records) == 18 and all(len(r["faces"]) == 3 for r in records)
+    return records
+
+
+def _shift(records, dx):
+    out = copy.deepcopy(records)
+    for r in out:
+        for f in r["faces"]:
+            f["box"][0] += dx
+    return out
+
+
+def test_live_runs_agree_on_the_frames_both_processed(live_results, tmp_path):
+    assert cmp.compare_live(live_results, copy.deepcopy(live_results)) == []
+    a, b = tmp_path / "x86.jsonl", tmp_path / "arm.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in live_results))
+    b.write_text("".join(json.dumps(r) + "\n" for r in _shift(live_results, 60)))
+    assert cmp.main(["live-results", str(a), str(a)]) == 0
+    assert cmp.main(["live-results", str(a), str(b)]) == 1
+    # aarch64 processes fewer frames, and its boxes lag a few pixels behind.
+    seen = {}
+    assert cmp.compare_live(live_results, _shift(live_results[::3], 6), seen=seen) == []
+    assert seen["frames"] >= 5 and seen["faces"] == seen["same_label"] >= 3 * 5
+    assert 0.5 < seen["lowest_iou"] < 1
+
+
+def test_live_runs_differ_on_a_misplaced_lost_or_relabelled_face(live_results):
+    far = cmp.compare_live(live_results, _shift(live_results, 60))
+    assert far and all("overlaps x86's nearest" in d for d in far)
+
+    lost = copy.deepcopy(live_results)
+    frame = next(r for r in lost if len(r["faces"]) == 3)
+    frame["faces"].pop()
+    assert cmp.compare_live(live_results, lost) == [f"frame {frame['frame']}: 3 face(s) on x86, 2 on aarch64"]
+
+    relabelled = copy.deepcopy(live_results)
+    faces = [f for r in relabelled for f in r["faces"]]
+    faces[0]["raw_label"] = "surprise-ish"  # one face in many: a close call the lag can flip
+    assert cmp.compare_live(live_results, relabelled) == []
+    for f in faces[: len(faces) // 5]:  # a fifth of them: more than the 10 % allowed
+        f["raw_label"] = "surprise-ish"
+    assert any("the same raw label on" in d for d in cmp.compare_live(live_results, relabelled))
+
+
+def test_a_live_run_without_faces_or_frames_in_common_is_not_a_pass(live_results):
+    empty = [{**r, "faces": []} for r in live_results]
+    assert cmp.compare_live(empty, live_results) == ["nothing to compare: the x86 live run found no face"]
+    assert cmp.compare_live(live_results, empty) == ["the aarch64 live run found no face"]
+    assert any("expected at least 5" in d for d in cmp.compare_live(live_results, live_results[-3:]))
+
+
 def test_command_line_exit_status(tmp_path, predicted):
     a, b = tmp_path / "x86.jsonl", tmp_path / "arm.jsonl"
     a.write_text("".join(json.dumps(r) + "\n" for r in predicted))

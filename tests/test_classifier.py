@@ -117,15 +117,24 @@ def test_truncated_model(default_model, tmp_path):
         EmotionClassifier(p)
 
 
+def test_litert_is_installed():
+    from edge_fer.backends import available_backends
+
+    assert "litert" in available_backends(), "ai-edge-litert is the runtime dependency"
+
+
 def test_every_installed_backend_gives_the_same_answer(default_model, faces):
     from edge_fer.backends import BACKENDS, available_backends
 
     names = available_backends()
-    assert "litert" in names, "ai-edge-litert is the runtime dependency"
-    outs = [EmotionClassifier(default_model, backend=BACKENDS[n]()).predict_proba(list(faces.images))
-            for n in names]
-    for other in outs[1:]:
-        np.testing.assert_allclose(other, outs[0], atol=1e-6)
+    if len(names) < 2:
+        pytest.skip(f"one interpreter backend installed ({names[0]}): nothing to compare it with")
+    outs = {n: EmotionClassifier(default_model, backend=BACKENDS[n]()).predict_proba(list(faces.images))
+            for n in names}
+    for other in names[1:]:
+        np.testing.assert_allclose(outs[other], outs[names[0]], atol=1e-6,
+                                   err_msg=f"{other} against {names[0]}")
+    print(f"{', '.join(names)} compared on {len(faces.images)} faces")
 
 
 def test_flip_averaging_is_the_mean_of_face_and_mirror(default_model, faces):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 
@@ -14,6 +15,8 @@ from click.testing import CliRunner
 
 from conftest import assert_one_line_error, needs_tf, run_cli, small_disk
 from edge_fer.cli import cli
+from edge_fer_models import SHIPPED
+from stated import privatetest
 
 
 def invoke(*args):
@@ -80,9 +83,12 @@ def test_evaluate_on_a_privatetest_sample(fer_dir, default_model):
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["count"] == 700
-    # The full privatetest accuracy is in the model card (>= 62 %); a 700-face sample has a
-    # standard error of about 1.8 points, so 3 sigma below 62 % still holds.
-    assert s["accuracy"] >= 0.565
+    # The full PrivateTest accuracy is the model card's; a 700-face sample stays within 3
+    # standard errors of it (about 5 points).
+    # ($EDGE_FER_MODEL may name a model without a card: then only better than chance.)
+    name = next((n for n, path in SHIPPED.items() if path == default_model), None)
+    p = privatetest(name)["accuracy"] if name else None
+    assert s["accuracy"] >= (p - 3 * math.sqrt(p * (1 - p) / 700) if p else 1 / 7), (name, p)
     assert set(s["per_class_recall"]) == set(s["labels"])
     assert sum(map(sum, s["confusion"])) == 700
 

@@ -6,6 +6,7 @@ import importlib.util
 import signal
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -45,9 +46,10 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 40
     ok, frame = cap.read()
     assert ok and frame.shape == (480, 640, 3)
-    # Annotated: the overlay's dark band sits where the clip has its mid-gray canvas.
+    # Annotated: the overlay's dark band sits where the clip has its mid-gray canvas. The median,
+    # because the band's white text (figures that change with the machine's speed) is thin.
     source_frame = cv2.VideoCapture(str(clip.path)).read()[1]
-    assert source_frame[2:12, 2:60].mean() > 60 and frame[2:12, 2:60].mean() < 40
+    assert np.median(source_frame[2:12, 2:60]) > 60 and np.median(frame[2:12, 2:60]) < 40
 
 
 def test_run_logs_stats_every_log_interval(clip, default_model, tmp_path):

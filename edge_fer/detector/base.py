@@ -130,7 +130,10 @@ class FaceDetector(ABC):
 
 
 def largest_first(faces: list[DetectedFace]) -> list[DetectedFace]:
-    return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+    """Largest first; faces of the same size top to bottom, then left to right. The order the
+    detector found them in differs between CPUs (Haar's on aarch64 and x86 did, on two faces of
+    104 px in solvay_conference.jpg), and the output must not."""
+    return sorted(faces, key=lambda f: (-f.box[2] * f.box[3], f.box[1], f.box[0]))
 
 
 def as_uint8_frame(frame: np.ndarray) -> np.ndarray:

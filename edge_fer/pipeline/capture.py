@@ -7,6 +7,7 @@ behaves the same way in those respects.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -325,6 +326,24 @@ PICAMERA2_MISSING = ("picamera2 is not installed: on Raspberry Pi OS run 'sudo a
 PICAMERA_NOT_FOUND = ("no Raspberry Pi camera found: enable it (raspi-config, or camera_auto_detect=1 "
                       "in /boot/firmware/config.txt), check the ribbon cable, and list cameras with "
                       "'rpicam-hello --list-cameras'")
+PICAMERA_BUSY = ("the Pi camera is busy: another program (rpicam-*, libcamera, another edge-fer) is "
+                 "using it, or its last user was killed and it is not free yet; stop that program "
+                 "(list it with 'sudo fuser -v /dev/media* /dev/video*')")
+PICAMERA_FAILED = ("the Pi camera failed to start: check the ribbon cable and the camera with "
+                   "'rpicam-hello --list-cameras'")
+#: How long a Pi camera can stay busy after its last user was killed uncleanly (other Pi projects
+#: measure 10-15 s): --source-timeout's default and the service's restart delay must cover it.
+PICAMERA_BUSY_CLEARS_S = 15.0
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from or while handling, outermost first: picamera2 wraps
+    the cause of a failed constructor in RuntimeError, keeping it only as __context__."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
 
 
 def _even(v: float) -> int:
@@ -336,18 +355,21 @@ class PiCameraSource(Source):
 
     The main stream (BGR) is what sinks show and faces are cropped from; the low-resolution
     YUV420 stream's Y plane is already a small grayscale image, so detection needs no colour
-    conversion and no resize. `camera` takes any object with picamera2's API (tests pass a fake);
-    None opens the real camera, importing picamera2 only then.
+    conversion and no resize. `camera` takes an open object with picamera2's API, which the
+    caller owns (tests pass a fake); otherwise `factory` (picamera2.Picamera2 when None, imported
+    only then) makes the camera on each open, and it is closed with the source.
     """
 
     live = True
 
-    def __init__(self, width: int, height: int, fps: float, lores_width: int = 320, camera=None):
+    def __init__(self, width: int, height: int, fps: float, lores_width: int = 320, camera=None,
+                 factory: Callable[[], object] | None = None):
         self.size = (_even(width), _even(height))
         self.fps = fps
         lw = min(lores_width or width, width)
         self.lores_size = (_even(lw), _even(lw * height / width))
         self._injected = camera
+        self._factory = factory
         self._cam = None
         self._warned_size = False
 
@@ -358,24 +380,29 @@ class PiCameraSource(Source):
     def _create(self):
         if self._injected is not None:
             return self._injected
+        factory = self._factory
+        if factory is None:
+            try:
+                from picamera2 import Picamera2 as factory
+            except ImportError:
+                raise SourceError(PICAMERA2_MISSING, permanent=True) from None
         try:
-            from picamera2 import Picamera2
-        except ImportError:
-            raise SourceError(PICAMERA2_MISSING, permanent=True) from None
-        try:
-            return Picamera2()
-        except IndexError:
-            # picamera2 indexes its list of detected cameras: an empty list is "no camera".
-            raise SourceError(PICAMERA_NOT_FOUND) from None
-        except RuntimeError as exc:
+            return factory()
+        except Exception as exc:  # noqa: BLE001 - picamera2 raises plain exceptions; explain them
             raise SourceError(self._explain(exc)) from None
 
-    def _explain(self, exc: Exception) -> str:
-        text = str(exc)
-        if "busy" in text.lower():
-            return ("the Pi camera is busy: another program (rpicam-*, libcamera, another "
-                    f"edge-fer) is using it ({text})")
-        return f"{PICAMERA_NOT_FOUND} ({type(exc).__name__}: {text})"
+    @staticmethod
+    def _explain(exc: BaseException) -> str:
+        """One line for a failure to open the camera, from every error in its chain: busy (held by
+        another program), absent (picamera2 indexes its list of detected cameras: an empty list
+        is an IndexError), or another fault, with what libcamera said."""
+        chain = _exception_chain(exc)
+        said = " <- ".join(f"{type(e).__name__}: {e}" for e in chain)
+        if any("busy" in str(e).lower() or getattr(e, "errno", None) == errno.EBUSY for e in chain):
+            return f"{PICAMERA_BUSY} ({said})"
+        if any(isinstance(e, IndexError) or "not found" in str(e).lower() for e in chain):
+            return f"{PICAMERA_NOT_FOUND} ({said})"
+        return f"{PICAMERA_FAILED} ({said})"
 
     def open(self) -> None:
         cam = self._create()

@@ -2,15 +2,17 @@
 
 Put this folder and `tests/` on PYTHONPATH (the arm64 lane, `ci/arm64.sh`, does) and name a clip
 in $EDGE_FER_FAKE_CAMERA_CLIP: `Picamera2()` then serves that clip's frames through the same
-fake the tests inject (`clips.FakePicamera2`), at $EDGE_FER_FAKE_CAMERA_FPS (default 30) frames
-per second. Without a clip it behaves as picamera2 does on a Pi with no camera attached
-(IndexError from its list of cameras). It is never on the path of the test suite itself, whose
-tests pass the fake in directly.
+fake the tests use (`clips.FakePicamera2`), at $EDGE_FER_FAKE_CAMERA_FPS (default 30) frames
+per second. Without a clip it behaves as picamera2 does on a Pi with no camera attached (an
+IndexError from its list of cameras); with $EDGE_FER_FAKE_CAMERA_BUSY=1, as one whose camera
+another program holds (RuntimeError "Camera __init__ sequence did not complete." over
+libcamera's "Failed to acquire camera: Device or resource busy"). It is never on the path of the
+test suite itself, whose tests pass the fake in directly.
 """
 
 import os
 
-from clips import FakePicamera2
+from clips import LIBCAMERA_BUSY, FakePicamera2
 
 __all__ = ["Picamera2"]
 
@@ -18,9 +20,7 @@ __all__ = ["Picamera2"]
 class Picamera2(FakePicamera2):
     def __init__(self, camera_num: int = 0):
         clip = os.environ.get("EDGE_FER_FAKE_CAMERA_CLIP")
-        if not clip or camera_num != 0:
-            raise IndexError("list index out of range")
-        super().__init__(clip, fps=float(os.environ.get("EDGE_FER_FAKE_CAMERA_FPS", "30")))
-
-    def close(self) -> None:
-        self.stop()
+        busy = RuntimeError(LIBCAMERA_BUSY) if os.environ.get("EDGE_FER_FAKE_CAMERA_BUSY") else None
+        super().__init__(clip or os.devnull, camera_num=camera_num, cameras=1 if clip else 0,
+                         open_error=busy,
+                         fps=float(os.environ.get("EDGE_FER_FAKE_CAMERA_FPS", "30")))
