@@ -126,6 +126,9 @@ def _unavailable(ep: EntryPoint, exc: BaseException) -> click.Command:
                          params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)])
 
 
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+
 class EdgeFerGroup(click.Group):
     """The command group, with click's own errors (a bad option value, an unknown option, a
     missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2.
@@ -137,6 +140,14 @@ class EdgeFerGroup(click.Group):
 
     def list_commands(self, ctx) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def add_command(self, cmd, name=None) -> None:
+        # Each command carries `-h` itself, not only through this group's context: click caches
+        # a command's help option the first time it is built, so a command whose context was
+        # made alone (`run.make_context(...)`, as tests and config checks do) would otherwise
+        # keep `--help` alone for the rest of the process.
+        cmd.context_settings.setdefault("help_option_names", HELP_OPTION_NAMES)
+        super().add_command(cmd, name)
 
     def get_command(self, ctx, name: str):
         cmd = super().get_command(ctx, name)
@@ -179,7 +190,7 @@ class EdgeFerGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=EdgeFerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EdgeFerGroup, context_settings={"help_option_names": HELP_OPTION_NAMES})
 @click.version_option(__version__, prog_name="edge-fer")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
