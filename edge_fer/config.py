@@ -51,7 +51,7 @@ MIN_TOKEN_LENGTH = 16
 #: cannot drift apart.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "source": ("camera", "source", "width", "height", "fps", "realtime", "source_timeout",
-               "max_pixels"),
+               "max_pixels", "loop"),
     "model": ("model", "labels", "normalization", "crop_margin", "threads", "tta", "backend"),
     "detection": ("detector", "detect_score", "cascade", "scale_factor", "min_neighbors",
                   "min_face", "detect_width"),
@@ -167,7 +167,8 @@ def schema_for(command) -> dict[str, dict[str, Key]]:
     """
     import click
 
-    params = {p.name: p for p in command.params if p.name != CONFIG_PARAM}
+    # Options that set no value of the command (`--config` itself, `-v`) have no key.
+    params = {p.name: p for p in command.params if p.name != CONFIG_PARAM and p.expose_value}
     placed = {name for names in SECTIONS.values() for name in names}
     unplaced = sorted(set(params) - placed)
     if unplaced:

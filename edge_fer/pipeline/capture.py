@@ -70,6 +70,9 @@ class CaptureOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     """Image folders: images of more pixels are skipped, checked from the header before
     decoding (None: no limit)."""
+    loop: bool = False
+    """Files and folders: start again from the first frame at the end, until stopped (or
+    `max_frames`, `duration`); cameras and streams ignore it."""
 
 
 @dataclass
@@ -489,6 +492,7 @@ class CaptureStage(Stage):
         period = 1.0 / (o.fps or src.fps or FALLBACK_FPS) if pace else 0.0
         anchor = None
         index = 0
+        pass_start, passes = 0, 1  # `index` at the start of this pass over a looped file
         while not self.stop_event.is_set():
             if o.max_frames is not None and index >= o.max_frames:
                 return self._on_end("max frames")
@@ -505,9 +509,17 @@ class CaptureStage(Stage):
                     break  # stopped while the source was down: a stop, not a capture failure
                 continue
             if got is None:
-                if index == 0:
+                if index == pass_start:
                     raise SourceError(f"{src.description} gave no frames")
-                return self._on_end("end of source")
+                if not o.loop:
+                    return self._on_end("end of source")
+                # Reopened rather than rewound: a folder is listed again and a file's checks
+                # (frames it holds against frames decoded) apply to every pass.
+                src.close()
+                src.open()
+                pass_start, passes = index, passes + 1
+                log.info("%s: from the start again (pass %d)", src.description, passes)
+                continue
             image = as_bgr(got[0], src.description)
             if pace:
                 # A camera delivers frame i at anchor + i * period whether or not anyone is ready.
