@@ -26,14 +26,29 @@ RUN_INTERPRETER_THREADS = 2
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+    level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
-        # yet to be built") concern their developers, not ours; -v shows them.
-        for name in ("absl", "tensorflow", "keras"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(level)  # again: -v after the command comes once it is set up
+    # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
+    # yet to be built") concern their developers, not ours; -v shows them.
+    for name in ("absl", "tensorflow", "keras"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+
+
+def _verbose_after_command(ctx, param, value: int) -> int:
+    """`edge-fer run -v` as `edge-fer -v run`: the counts before and after the command add up."""
+    if value:
+        root = ctx.find_root()
+        root.meta["edge_fer.verbose"] = root.meta.get("edge_fer.verbose", 0) + value
+        _setup_logging(root.params.get("verbose", 0) + root.meta["edge_fer.verbose"])
+    return value
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(["-v", "--verbose", "verbose_after_command"], count=True,
+                        expose_value=False, callback=_verbose_after_command,
+                        help="More log output (-v info, -vv debug); also before the command.")
 
 
 class Terminated(KeyboardInterrupt):
@@ -105,7 +120,15 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 class EdgeFerGroup(click.Group):
     """The command group, with click's own errors (a bad option value, an unknown option, a
-    missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2."""
+    missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2.
+    Every command (a sub-group's too) also takes `-v` after its name."""
+
+    group_class = type  # sub-groups (`detectors`) are EdgeFerGroups: their commands get -v too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name == "verbose_after_command" for p in cmd.params):
+            cmd.params.append(_verbose_option())
+        super().add_command(cmd, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -334,7 +357,11 @@ def info(model, labels, normalization, crop_margin, threads, tta, backend):
     click.echo(f"labels: {', '.join(clf.labels)}")
     click.echo(f"normalization: {clf.metadata.normalization}  crop margin: {clf.crop_margin}")
     if clf.metadata.provenance:
-        click.echo("provenance: " + json.dumps(clf.metadata.provenance, sort_keys=True))
+        from edge_fer.metadata import provenance_lines
+
+        click.echo("provenance:")
+        for line in provenance_lines(clf.metadata.provenance):
+            click.echo(f"  {line}")
 
 
 #: `predict` options that choose the model or the detector: the server's own are used with
@@ -449,6 +476,10 @@ def _read_bytes(path) -> bytes:
                    "(default: the file's own rate).")
 @click.option("--realtime", is_flag=True,
               help="Play a file or folder at its frame rate, dropping what cannot be kept up with, as a camera would.")
+@click.option("--loop", is_flag=True,
+              help="Files and folders: start again from the first frame at the end, until "
+                   "stopped or --max-frames/--duration (with --realtime, at the clip's pace: a "
+                   "page served from a clip).")
 @click.option("--source-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
               metavar="SECONDS",
               help="Cameras and streams: keep retrying one that is down at the start or lost "
@@ -508,7 +539,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
         scale_factor, min_neighbors, min_face, detect_width, detect_every, smoothing,
         iou_threshold, log_json, log_interval, log_max_bytes,
         log_backups, display, record, results, overwrite, blur_faces, max_frames, duration, serve,
-        token, faces_api):
+        token, faces_api, loop):
     """Real-time loop: frames in, tracked faces and smoothed emotions out, with stats.
 
     Stops at the end of a file, after --max-frames or --duration, or on Ctrl-C / SIGTERM, and
@@ -533,7 +564,7 @@ def run(camera, source, width, height, fps, realtime, source_timeout, max_pixels
     capture = CaptureOptions(camera=camera, source=source, width=width, height=height, fps=fps,
                              realtime=realtime, max_frames=max_frames, duration=duration,
                              lores_width=detect_width, reconnect_timeout_s=source_timeout or None,
-                             max_pixels=max_pixels)
+                             max_pixels=max_pixels, loop=loop)
     src = open_source(capture)
     out = OutputOptions(log_json=log_json, log_interval=log_interval, log_max_bytes=log_max_bytes,
                         log_backups=log_backups, display=display, record=record,
