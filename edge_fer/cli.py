@@ -436,7 +436,8 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
             failures += 1
             continue
         result = ImageResult(str(path), faces)
-        click.echo(json.dumps(result.to_dict()) if as_json else result.line())
+        click.echo(json.dumps(result.to_dict()) if as_json else result.line() + _no_face_hint(
+            faces, None if server or no_detect else analyzer.detector))
         if out_dir:
             if server:
                 target = out_dir / (path.stem + "_annotated.jpg")
@@ -453,6 +454,15 @@ def predict(paths, model, labels, normalization, crop_margin, threads, tta, back
             write_atomically(target, buf.tobytes())
     if failures:
         sys.exit(3)
+
+
+def _no_face_hint(faces, detector) -> str:
+    """What to try, after a photo's "0 face(s)" line."""
+    if faces:
+        return ""
+    if detector is None:  # --server: its detector is chosen where it runs
+        return " (try: the server run with another --detector)"
+    return f" (try: {detector.no_face_hint})"
 
 
 def _read_bytes(path) -> bytes:
