@@ -493,7 +493,8 @@ def _read_bytes(path) -> bytes:
 @click.option("--source-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
               metavar="SECONDS",
               help="Cameras and streams: keep retrying one that is down at the start or lost "
-                   "during the run for this long, then fail; 0 retries until stopped.")
+                   "during the run for this long (the whole wait, an open that hangs included), "
+                   "then fail; 0 retries until stopped.")
 @max_pixels_option
 @model_options
 @detector_options(detect_width=320)
