@@ -13,6 +13,7 @@ from conftest import CNN_DETECTORS, run_cli
 from edge_fer.api import load_detector
 from edge_fer.detector.tiles import cut_by_inner_edge, tile_grid
 from edge_fer.images import read_image
+from edge_fer.pipeline.tracking import iou_matrix
 
 PHOTOS = ("12_angry_men.jpg", "solvay_conference.jpg", "test_image.jpg")
 
@@ -30,12 +31,7 @@ def same_face(a, b) -> bool:
 
 
 def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter)
+    return float(iou_matrix([a], [b])[0, 0])
 
 
 @pytest.fixture(scope="module")
