@@ -25,14 +25,29 @@ log = logging.getLogger("edge_fer")
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+    level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
-        # yet to be built") concern their developers, not ours; -v shows them.
-        for name in ("absl", "tensorflow", "keras"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(level)  # again: -v after the command comes once it is set up
+    # TensorFlow's and Keras's Python-side warnings (deprecations, "compiled metrics have
+    # yet to be built") concern their developers, not ours; -v shows them.
+    for name in ("absl", "tensorflow", "keras"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+
+
+def _verbose_after_command(ctx, param, value: int) -> int:
+    """`edge-fer run -v` as `edge-fer -v run`: the counts before and after the command add up."""
+    if value:
+        root = ctx.find_root()
+        root.meta["edge_fer.verbose"] = root.meta.get("edge_fer.verbose", 0) + value
+        _setup_logging(root.params.get("verbose", 0) + root.meta["edge_fer.verbose"])
+    return value
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(["-v", "--verbose", "verbose_after_command"], count=True,
+                        expose_value=False, callback=_verbose_after_command,
+                        help="More log output (-v info, -vv debug); also before the command.")
 
 
 class Terminated(KeyboardInterrupt):
@@ -132,7 +147,10 @@ HELP_OPTION_NAMES = ["-h", "--help"]
 class EdgeFerGroup(click.Group):
     """The command group, with click's own errors (a bad option value, an unknown option, a
     missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2.
-    `commands`: where the commands of other packages come from (`plugin_commands`)."""
+    Every command (a sub-group's too) also takes `-v` after its name. `commands`: where the
+    commands of other packages come from (`plugin_commands`)."""
+
+    group_class = type  # sub-groups (`detectors`) are EdgeFerGroups: their commands get -v too
 
     def __init__(self, *args, commands: Callable[[], dict[str, EntryPoint]] | None = None, **kw):
         super().__init__(*args, **kw)
@@ -147,6 +165,8 @@ class EdgeFerGroup(click.Group):
         # made alone (`run.make_context(...)`, as tests and config checks do) would otherwise
         # keep `--help` alone for the rest of the process.
         cmd.context_settings.setdefault("help_option_names", HELP_OPTION_NAMES)
+        if not any(p.name == "verbose_after_command" for p in cmd.params):
+            cmd.params.append(_verbose_option())
         super().add_command(cmd, name)
 
     def get_command(self, ctx, name: str):
@@ -273,7 +293,11 @@ def info(**model):
     click.echo(f"labels: {', '.join(clf.labels)}")
     click.echo(f"normalization: {clf.metadata.normalization}  crop margin: {clf.crop_margin}")
     if clf.metadata.provenance:
-        click.echo("provenance: " + json.dumps(clf.metadata.provenance, sort_keys=True))
+        from edge_fer.metadata import provenance_lines
+
+        click.echo("provenance:")
+        for line in provenance_lines(clf.metadata.provenance):
+            click.echo(f"  {line}")
 
 
 #: `predict` options that choose the model or the detector: the server's own are used with
@@ -342,7 +366,8 @@ def predict(paths, as_json, no_detect, annotate, max_pixels, server, token, **lo
             failures += 1
             continue
         result = ImageResult(str(path), faces)
-        click.echo(json.dumps(result.to_dict()) if as_json else result.line())
+        click.echo(json.dumps(result.to_dict()) if as_json else result.line() + _no_face_hint(
+            faces, None if server or no_detect else analyzer.detector))
         if out_dir:
             if server:
                 target = out_dir / (path.stem + "_annotated.jpg")
@@ -359,6 +384,15 @@ def predict(paths, as_json, no_detect, annotate, max_pixels, server, token, **lo
             write_atomically(target, buf.tobytes())
     if failures:
         sys.exit(3)
+
+
+def _no_face_hint(faces, detector) -> str:
+    """What to try, after a photo's "0 face(s)" line."""
+    if faces:
+        return ""
+    if detector is None:  # --server: its detector is chosen where it runs
+        return " (try: the server run with another --detector)"
+    return f" (try: {detector.no_face_hint})"
 
 
 def _read_bytes(path) -> bytes:

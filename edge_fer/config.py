@@ -159,7 +159,8 @@ def schema_for(command) -> dict[str, dict[str, Key]]:
     """
     import click
 
-    params = {p.name: p for p in command.params if p.name != CONFIG_PARAM}
+    # Options that set no value of the command (`--config` itself, `-v`) have no key.
+    params = {p.name: p for p in command.params if p.name != CONFIG_PARAM and p.expose_value}
     placed = {name for names in SECTIONS.values() for name in names}
     unplaced = sorted(set(params) - placed)
     if unplaced:

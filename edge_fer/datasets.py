@@ -210,7 +210,7 @@ def load_fer_csv(
     images, labels, rows = [], [], []
     shape = None
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
                 raise InputError(f"{path} is not the FER2013 CSV: it needs 'emotion' and 'pixels' columns")

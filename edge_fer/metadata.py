@@ -18,10 +18,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -203,3 +204,48 @@ def load_metadata(model_path: str | os.PathLike, model_bytes: bytes) -> ModelMet
     if data is None:
         return None
     return ModelMetadata.from_mapping(data, f"{model_path} (embedded metadata)")
+
+
+#: An absolute path in a provenance string: where the model was built, which says nothing on
+#: the machine that runs it.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/\"',]+/)+([^\s/\"',]+)")
+
+
+def provenance_lines(provenance: Mapping[str, Any], width: int = 100) -> list[str]:
+    """`provenance` as `key: value` lines for people: nested tables as dotted keys (a table of
+    plain values on one line when it fits), lists of plain values joined by `; `, absolute
+    build-machine paths cut to their file name (`…/default-kd80.keras`), and values longer
+    than `width` wrapped onto indented lines rather than cut."""
+    import textwrap
+
+    def text(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        if isinstance(value, str):
+            return _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(1), value)
+        return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+    def plain(value: Any) -> bool:
+        return not isinstance(value, (Mapping, list, tuple))
+
+    def walk(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
+        if isinstance(value, Mapping):
+            one_line = ", ".join(f"{k} {text(v)}" for k, v in sorted(value.items()))
+            if all(plain(v) for v in value.values()) and len(prefix) + len(one_line) + 2 <= width:
+                yield prefix, one_line or "-"
+                return
+            for k in sorted(value):
+                yield from walk(f"{prefix}.{k}" if prefix else str(k), value[k])
+        elif isinstance(value, (list, tuple)) and all(plain(v) for v in value):
+            yield prefix, "; ".join(text(v) for v in value) or "-"
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value, 1):
+                yield from walk(f"{prefix}[{i}]", item)
+        else:
+            yield prefix, text(value)
+
+    lines = []
+    for key, value in walk("", dict(provenance)):
+        lines += textwrap.wrap(f"{key}: {value}", width, subsequent_indent="    ",
+                               break_long_words=False, break_on_hyphens=False) or [f"{key}:"]
+    return lines

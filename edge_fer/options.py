@@ -317,10 +317,15 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("realtime", CAPTURE, "source", extra=_FLAG,
            help="Play a file or folder at its frame rate, dropping what cannot be kept up with, "
                 "as a camera would."),
+    Option("loop", CAPTURE, "source", extra=_FLAG,
+           help="Files and folders: start again from the first frame at the end, until stopped "
+                "or --max-frames/--duration (with --realtime, at the clip's pace: a page served "
+                "from a clip)."),
     Option("source_timeout", CAPTURE, "source", default=CaptureOptions.reconnect_timeout_s, show_default=True,
            type=click.FloatRange(0), extra={"metavar": "SECONDS"},
            help="Cameras and streams: keep retrying one that is down at the start or lost during "
-                "the run for this long, then fail; 0 retries until stopped."),
+                "the run for this long (the whole wait, an open that hangs included), then fail; 0 "
+                "retries until stopped."),
     MAX_PIXELS,
     *MODEL_OPTIONS,
     *replace(DETECTOR_OPTIONS, detect_width=RUN_DETECT_WIDTH),

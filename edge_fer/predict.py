@@ -85,7 +85,7 @@ class FacePredictor:
         """The faces of `frame` (uint8 BGR H x W x 3 or gray H x W), largest first."""
         if self.detector is None:
             return self.classify_whole([frame])
-        found = self.detector.detect(frame)
+        found = self.detector.detect_photo(frame)
         preds = self.classifier.classify(self.crops(frame, [f.box for f in found],
                                                     [f.landmarks for f in found]))
         return [_face(f.box, p, f.landmarks) for f, p in zip(found, preds)]

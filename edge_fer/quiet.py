@@ -1,11 +1,14 @@
-"""Keeping the native libraries' start-up chatter off the user's terminal.
+"""Keeping the native libraries' chatter off the user's terminal.
 
 TensorFlow and the TFLite runtimes print from C++ straight to the process's stderr (file
 descriptor 2), where neither Python's logging nor `TF_CPP_MIN_LOG_LEVEL` reaches all of it:
 TensorFlow's messages from before its log is initialised (the oneDNN note, "Could not find cuda
 drivers"), the `cuInit` error of a machine without a GPU, the converter's `fully_quantize: ...`
 line, and TFLite's `INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`, which no runtime
-(ai-edge-litert, tflite-runtime, tensorflow.lite) lets a caller switch off.
+(ai-edge-litert, tflite-runtime, tensorflow.lite) lets a caller switch off. FFmpeg and OpenCV
+print the same way while a video or stream is opened and read (`moov atom not found`, `[tcp @
+0x...] Connection refused`, OpenCV's `[ WARN:0@...]` lines), beside the one line the capture's
+own error already says.
 
 `native_output_filtered()` points descriptor 2 at a temporary file around the calls that print
 them and afterwards writes back every line that is not known noise, so a real message is only
@@ -34,11 +37,19 @@ NOISE = re.compile("|".join([
     r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
     r"^INFO: Initialized TensorFlow Lite runtime\.",
     r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+",
+    # FFmpeg's own log (`[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0] moov atom not found`, `[tcp @ 0x7f]
+    # Connection to tcp://... failed: Connection refused`): the capture says what went wrong
+    # in its own words, and OpenCV leaves FFmpeg printing errors to stderr.
+    r"^\[[\w ,:./-]+ @ (?:0x)?[0-9a-fA-F]+\] ",
+    # OpenCV's log (`[ WARN:0@10.0] global cap_ffmpeg_impl.hpp:453 _opencv_ffmpeg_interrupt_callback
+    # Stream timeout triggered after 10000 ms`).
+    r"^\[ ?(?:FATAL|ERROR|WARN|INFO|DEBUG|VERBOSE) ?:\d+(?:@[\d.]+)?\] ",
 ]))
 
 # Descriptor 2 belongs to the whole process: one redirection at a time.
 _lock = threading.RLock()
 _depth = 0
+_capture = None
 
 
 @contextmanager
@@ -59,7 +70,11 @@ def native_output_filtered() -> Iterator[None]:
         except (OSError, ValueError):  # no stderr at all (a detached daemon): nothing to filter
             yield
             return
-        capture = tempfile.TemporaryFile()
+        global _capture
+        if _capture is None or _capture.closed:
+            # One file, emptied after each block: the capture stage filters every frame's read.
+            _capture = tempfile.TemporaryFile()
+        capture = _capture
         os.dup2(capture.fileno(), 2)
         _depth = 1
         try:
@@ -72,10 +87,12 @@ def native_output_filtered() -> Iterator[None]:
                 pass
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", errors="replace")
-            capture.close()
-            _replay(text)
+            if os.fstat(capture.fileno()).st_size:  # nothing printed: nothing to read back
+                capture.seek(0)
+                text = capture.read().decode("utf-8", errors="replace")
+                capture.seek(0)
+                capture.truncate()
+                _replay(text)
 
 
 def _replay(text: str) -> None:

@@ -108,3 +108,12 @@ def test_rows_of_different_sizes_without_resizing(tmp_path):
     assert load_fer_csv(path, size=(48, 48)).images.shape == (4, 48, 48)
     with pytest.raises(InputError, match="line 4: a 36x36 image among 48x48 ones"):
         load_fer_csv(path, size=None)
+
+
+def test_a_csv_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel's "CSV UTF-8" puts a BOM before the header: it is not part of the first column."""
+    path = tmp_path / "fer2013.csv"
+    path.write_bytes(("\n".join(["emotion,pixels,Usage", GOOD, GOOD]) + "\n").encode("utf-8-sig"))
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    data = load_fer_csv(path, usage="PrivateTest")
+    assert len(data) == 2 and data.labels.tolist() == [3, 3]

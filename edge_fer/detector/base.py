@@ -123,6 +123,15 @@ class FaceDetector(ABC):
         or in those of a frame of `full_size` (w, h) when `frame` is a smaller view of it (a Pi
         camera's low-resolution plane); `min_size` is always in full-frame pixels."""
 
+    def detect_photo(self, frame: np.ndarray) -> list[DetectedFace]:
+        """Faces in a still photo, where time matters less than finding each face: `detect`,
+        unless the detector has a better way (BlazeFace tiles photos larger than its view)."""
+        return self.detect(frame)
+
+    no_face_hint: ClassVar[str] = "another --detector, or a smaller --min-face"
+    """What to try when a photo shows no face: the options that find more faces with this
+    detector, or the detector that would."""
+
     def describe(self) -> dict:
         """What a log records about the detector."""
         return {"name": self.name, **asdict(self.options),

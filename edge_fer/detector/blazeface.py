@@ -21,6 +21,7 @@ import numpy as np
 from edge_fer.backends import load_backend
 from edge_fer.detector.base import (CropTransform, DetectedFace, DetectorOptions, FaceDetector,
                                     as_uint8_frame, largest_first)
+from edge_fer.detector.tiles import cut_by_inner_edge, tile_grid
 from edge_fer.detector.weights import load_verified
 from edge_fer.errors import ModelError
 
@@ -43,6 +44,10 @@ class BlazeFaceModel:
     1 where it sets 0."""
     min_score: float
     """MediaPipe's min_score_thresh for this graph."""
+    smallest_tile: int = 256
+    """Photos: side in photo pixels of the smallest tiles `detect_photo` looks at (faces of
+    about a third of it and larger); 256 found every face Haar finds on the shared group photos
+    with both models (tests/test_detectors.py)."""
 
 
 SHORT_RANGE = BlazeFaceModel("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2, 0.5)
@@ -181,16 +186,53 @@ class BlazeFaceDetector(FaceDetector):
         tensor, scale, ox, oy = self._letterbox(frame)
         # Input pixels -> frame pixels -> full-frame pixels.
         fx, fy = full_w / w / scale, full_h / h / scale
+        found = [(np.array([(box[0] - ox) * fx, (box[1] - oy) * fy, (box[2] - ox) * fx,
+                            (box[3] - oy) * fy]), score, (kps - (ox, oy)) * (fx, fy))
+                 for box, score, kps in self._decode(tensor)]
+        return self._faces(found, full_w, full_h)
+
+    def detect_photo(self, frame: np.ndarray) -> list[DetectedFace]:
+        """`detect` over overlapping tiles from `smallest_tile` pixels up to the whole photo
+        (see `edge_fer.detector.tiles`), merged with the model's own weighted NMS: a group photo
+        shrunk whole into the model's 128 or 192 pixels shows its faces a few pixels wide."""
+        frame = as_uint8_frame(frame)
+        h, w = frame.shape[:2]
+        if max(w, h) <= self.model.smallest_tile:
+            return self.detect(frame)
+        boxes, scores, points = [], [], []
+        for tile in tile_grid(w, h, self.model.smallest_tile):
+            x, y, tw, th = tile
+            tensor, scale, ox, oy = self._letterbox(frame[y:y + th, x:x + tw])
+            for box, score, kps in self._decode(tensor):
+                box = (box - (ox, oy, ox, oy)) / scale + (x, y, x, y)
+                # Two input pixels: a face that reaches the tile's edge is cut by it.
+                if not cut_by_inner_edge(box, tile, w, h, margin=2 / scale):
+                    boxes.append(box)
+                    scores.append(score)
+                    points.append((kps - (ox, oy)) / scale + (x, y))
+        if not boxes:
+            return []
+        merged = weighted_nms(np.array(boxes), np.array(scores), np.array(points))
+        while True:
+            # One face seen at several tile sizes gives boxes of different sizes; their averages
+            # can still overlap past the threshold: merged again until no two do.
+            again = weighted_nms(np.array([m[0] for m in merged]), np.array([m[1] for m in merged]),
+                                 np.array([m[2] for m in merged]))
+            if len(again) == len(merged):
+                return self._faces(merged, w, h)
+            merged = again
+
+    def _faces(self, found, full_w: int, full_h: int) -> list[DetectedFace]:
+        """DetectedFaces from (box x0, y0, x1, y1; score; keypoints) in full-frame pixels:
+        clipped to the frame, smaller than `min_size` dropped, largest first."""
         faces = []
-        for box, score, kps in self._decode(tensor):
-            x0, y0 = (box[0] - ox) * fx, (box[1] - oy) * fy
-            x1, y1 = (box[2] - ox) * fx, (box[3] - oy) * fy
-            x0, y0 = max(0.0, x0), max(0.0, y0)
-            x1, y1 = min(float(full_w), x1), min(float(full_h), y1)
+        for box, score, kps in found:
+            x0, y0 = max(0.0, float(box[0])), max(0.0, float(box[1]))
+            x1, y1 = min(float(full_w), float(box[2])), min(float(full_h), float(box[3]))
             bw, bh = int(round(x1 - x0)), int(round(y1 - y0))
             if bw < self.options.min_size or bh < 1:
                 continue
-            landmarks = tuple((float((kx - ox) * fx), float((ky - oy) * fy)) for kx, ky in kps)
+            landmarks = tuple((float(kx), float(ky)) for kx, ky in kps)
             faces.append(DetectedFace((int(round(x0)), int(round(y0)), bw, bh), round(score, 4),
                                       landmarks))
         return largest_first(faces)
@@ -202,6 +244,8 @@ class BlazeFaceShort(BlazeFaceDetector):
     name = "blazeface"
     model = SHORT_RANGE
     default_detect_every = 2
+    no_face_hint = ("--detector blazeface-full (faces farther away), a lower --detect-score, "
+                    "or a smaller --min-face")
     # benchmarks/crop_margin.py on PublicTest: its box is ~0.84 of a FER2013 crop; 1.15 and a
     # little upwards scored best (66.29 % against 65.45 % untransformed); levelling past 12
     # degrees gains 0.6 points on faces tilted up to 15 and costs nothing measurable upright.
@@ -214,6 +258,7 @@ class BlazeFaceFull(BlazeFaceDetector):
     name = "blazeface-full"
     model = FULL_RANGE
     default_detect_every = 3
+    no_face_hint = "a lower --detect-score, --detector haar, or a smaller --min-face"
     # Measured as for the short-range model (on the 1,337 PublicTest faces it finds in 320x240
     # frames): 1.1 scored 68.89 % against 67.46 % untransformed; levelling as above.
     crop = CropTransform(scale=1.1, level_above=12.0)

@@ -36,6 +36,8 @@ class HaarFaceDetector(FaceDetector):
     name = "haar"
     accepts_gray = True
     default_detect_every = 5
+    no_face_hint = ("a larger --detect-width (0: full size) or a smaller --min-face for small "
+                    "faces, or --detector blazeface-full for faces turned aside")
 
     def __init__(self, options: DetectorOptions | None = None):
         import cv2

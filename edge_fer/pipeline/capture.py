@@ -27,6 +27,7 @@ from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import Stage
 from edge_fer.pipeline.stats import PipelineStats
+from edge_fer.quiet import native_output_filtered
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class CaptureOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     """Image folders: images of more pixels are skipped, checked from the header before
     decoding (None: no limit)."""
+    loop: bool = False
+    """Files and folders: start again from the first frame at the end, until stopped (or
+    `max_frames`, `duration`); cameras and streams ignore it."""
 
 
 @dataclass
@@ -114,6 +118,11 @@ class Source(ABC):
     def close(self) -> None:
         """Release the device or file; safe to call twice."""
 
+    def limit_open(self, seconds: float | None) -> None:
+        """Let the next `open` block for at most `seconds` (None: the source's own bound), so a
+        deadline such as `--source-timeout` covers an open that hangs; sources whose open does
+        not block ignore it."""
+
 
 def as_bgr(image: np.ndarray, where: str) -> np.ndarray:
     """`image` as H x W x 3 uint8 BGR, converting gray and BGRA; SourceError if it is no image."""
@@ -135,13 +144,22 @@ def _sane_fps(value: float) -> float | None:
     return float(value) if value and math.isfinite(value) and 1.0 <= value <= 240.0 else None
 
 
+def _video_capture(*args):
+    """cv2.VideoCapture(*args), with what FFmpeg and OpenCV print meanwhile sent to the log."""
+    import cv2
+
+    with native_output_filtered():
+        return cv2.VideoCapture(*args)
+
+
 class _OpenCVSource(Source):
     """What the sources read through OpenCV's VideoCapture share."""
 
     _cap = None
 
     def read(self):
-        ok, image = self._cap.read()
+        with native_output_filtered():  # FFmpeg's decoding errors, OpenCV's timeout warnings
+            ok, image = self._cap.read()
         if ok:
             return image, None
         if self.live:
@@ -152,6 +170,18 @@ class _OpenCVSource(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+#: What OpenCV reports as the codec (FFmpeg's codec name cut to four characters when the
+#: container has no tag) of FFmpeg's text "videos": its tty demuxer renders any text file with
+#: the ANSI decoder, and the bintext demuxers read .bin/.xb/.idf/.adf art, so a notes file or a
+#: log given as --source plays as a few frames of drawn characters.
+TEXT_CODECS = frozenset({"ansi", "bint", "xbin", "idf"})
+
+
+def _fourcc(value: float) -> str:
+    code = int(value) if value and math.isfinite(value) and value > 0 else 0
+    return code.to_bytes(4, "little").decode("latin-1").rstrip("\0 ").lower()
 
 
 class VideoFileSource(_OpenCVSource):
@@ -169,9 +199,15 @@ class VideoFileSource(_OpenCVSource):
 
         if not self.path.exists():
             raise SourceError(f"video file not found: {self.path}")
-        cap = cv2.VideoCapture(os.fspath(self.path))
+        cap = _video_capture(os.fspath(self.path))
         if not cap.isOpened():
             raise SourceError(f"{self.path} is not a video OpenCV can read (damaged, or not a video)")
+        codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
+        if codec in TEXT_CODECS:
+            cap.release()
+            raise SourceError(f"{self.path} is text, not a video (FFmpeg would draw its "
+                              f"characters as frames): give a video file, an image folder or a "
+                              f"stream URL", permanent=True)
         self._cap = cap
         self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -270,7 +306,7 @@ class USBCameraSource(_OpenCVSource):
                 f"no camera at {device}: plug in a USB camera, list them with "
                 f"'v4l2-ctl --list-devices', or pick another with --camera usb:N")
         api = cv2.CAP_V4L2 if device is not None else cv2.CAP_ANY
-        cap = cv2.VideoCapture(self.index, api)
+        cap = _video_capture(self.index, api)
         if not cap.isOpened():
             raise SourceError(
                 f"cannot open {self.description}: it is busy (another program is using it) or "
@@ -301,6 +337,10 @@ class StreamSource(_OpenCVSource):
     def __init__(self, url: str, timeout_s: float = 10.0):
         self.url = url
         self.timeout_ms = int(timeout_s * 1000)
+        self._open_limit_ms: int | None = None
+
+    def limit_open(self, seconds: float | None) -> None:
+        self._open_limit_ms = None if seconds is None else max(1, int(seconds * 1000))
 
     @property
     def description(self) -> str:
@@ -310,9 +350,10 @@ class StreamSource(_OpenCVSource):
         import cv2
 
         # Without these FFmpeg may block for minutes on a dead host: every wait has a bound.
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
+        open_ms = min(self.timeout_ms, self._open_limit_ms or self.timeout_ms)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms,
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
-        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+        cap = _video_capture(self.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             raise SourceError(f"cannot open {self.description}: check the address, the network "
                               f"and that the stream is running")
@@ -504,18 +545,20 @@ class CaptureStage(Stage):
 
     def run_loop(self) -> None:
         o, src = self.options, self.source
+        started = time.monotonic()
         try:
-            src.open()
+            self._open_within(o.reconnect_timeout_s if src.live else None)
         except SourceError as exc:
             if not src.live or exc.permanent:
                 raise
-            if not self._retry(exc, at_start=True):
+            if not self._retry(exc, at_start=True, since=started):
                 return self._on_end("stopped")
         log.info("capturing from %s%s", src.description, f" at {src.fps:g} fps" if src.fps else "")
         pace = o.realtime and not src.live
         period = 1.0 / (o.fps or src.fps or FALLBACK_FPS) if pace else 0.0
         anchor = None
         index = 0
+        pass_start, passes = 0, 1  # `index` at the start of this pass over a looped file
         while not self.stop_event.is_set():
             if o.max_frames is not None and index >= o.max_frames:
                 return self._on_end("max frames")
@@ -532,9 +575,17 @@ class CaptureStage(Stage):
                     break  # stopped while the source was down: a stop, not a capture failure
                 continue
             if got is None:
-                if index == 0:
+                if index == pass_start:
                     raise SourceError(f"{src.description} gave no frames")
-                return self._on_end("end of source")
+                if not o.loop:
+                    return self._on_end("end of source")
+                # Reopened rather than rewound: a folder is listed again and a file's checks
+                # (frames it holds against frames decoded) apply to every pass.
+                src.close()
+                src.open()
+                pass_start, passes = index, passes + 1
+                log.info("%s: from the start again (pass %d)", src.description, passes)
+                continue
             image = as_bgr(got[0], src.description)
             if pace:
                 # A camera delivers frame i at anchor + i * period whether or not anyone is ready.
@@ -552,32 +603,49 @@ class CaptureStage(Stage):
             index += 1
         self._on_end("stopped")
 
-    def _retry(self, exc: SourceError, at_start: bool = False) -> bool:
+    def _open_within(self, seconds: float | None) -> None:
+        """Open the source, letting the open block for at most `seconds` (None: its own bound)."""
+        if seconds is not None:
+            self.source.limit_open(max(seconds, 0.0))
+        try:
+            self.source.open()
+        finally:
+            if seconds is not None:
+                self.source.limit_open(None)
+
+    def _retry(self, exc: SourceError, at_start: bool = False, since: float | None = None) -> bool:
         """Open a live source that is down (at the start) or was lost (during the run), with
         exponential backoff; True once it is open, False when stopped meanwhile. Raises
-        SourceError after `reconnect_timeout_s`, or at once for a fault waiting cannot fix."""
+        SourceError once `reconnect_timeout_s` have passed since `since` (default: now), or at
+        once for a fault waiting cannot fix. The deadline bounds the whole wait: the last
+        backoff is cut short and an open that blocks is given only the time left."""
         o, src = self.options, self.source
         limit = o.reconnect_timeout_s
         for_how_long = f"for up to {limit:g} s" if limit else "until it is back"
         log.warning("%s; %s %s", exc, "retrying" if at_start else "reconnecting", for_how_long)
-        lost_at = time.monotonic()
+        lost_at = time.monotonic() if since is None else since
+        deadline = lost_at + limit if limit else None
         delay = o.reconnect_initial_s
         while True:
             src.close()
-            if self.stop_event.wait(delay):
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                what = "did not come up" if at_start else "did not come back"
+                raise SourceError(f"{src.description} {what} within {limit:g} s "
+                                  f"(--source-timeout): {exc}") from None
+            if self.stop_event.wait(min(delay, left)):
                 return False
             try:
-                src.open()
+                self._open_within(None if deadline is None else deadline - time.monotonic())
             except SourceError as err:
                 if err.permanent:
                     raise
-                if limit is not None and time.monotonic() - lost_at >= limit:
-                    what = "did not come up" if at_start else "did not come back"
-                    raise SourceError(f"{src.description} {what} within {limit:g} s "
-                                      f"(--source-timeout): {err}") from None
+                exc = err
                 delay = min(delay * 2, o.reconnect_max_s)
-                log.warning("%s failed: %s; next try in %.1f s",
-                            "open" if at_start else "reconnect", err, delay)
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                if left > 0:
+                    log.warning("%s failed: %s; next try in %.1f s",
+                                "open" if at_start else "reconnect", err, min(delay, left))
                 continue
             if not at_start:
                 self.stats.reconnects += 1

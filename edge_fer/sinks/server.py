@@ -44,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 
 from edge_fer import __version__
 from edge_fer.network import DEFAULT_SERVE, MIN_TOKEN_LENGTH, check_token, is_loopback, parse_address
+from edge_fer.card import page_fields, read_card
 from edge_fer.draw import draw_faces, hide, privacy_mode
 from edge_fer.errors import InputError, UsageError
 from edge_fer.images import DEFAULT_MAX_PIXELS, ImageTooLarge, decode_image
@@ -139,6 +140,8 @@ def _finite(value):
 def _load_page() -> tuple[bytes, str]:
     """The page and its Content-Security-Policy, which allows exactly its one inline script."""
     html = resources.files("edge_fer").joinpath("web/index.html").read_text(encoding="utf-8")
+    for placeholder, text in page_fields(read_card("default")).items():
+        html = html.replace(placeholder, text)
     script = html.split("<script>", 1)[1].split("</script>", 1)[0]
     digest = b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
     csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
