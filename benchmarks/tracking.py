@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from walkpast import CLIPS, make_walk_past, score_tracks  # noqa: E402
 from edge_fer.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.detector import DETECTORS, DetectorOptions, create_detector  # noqa: E402
+from edge_fer.options import RUN_DETECT_WIDTH  # noqa: E402
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source  # noqa: E402
 from edge_fer.sinks import Sink  # noqa: E402
 from edge_fer_models import DEFAULT_MODEL  # noqa: E402
@@ -39,8 +40,6 @@ SHARED = Path(os.environ.get("EDGE_FER_DATA", REPO.parent / "shared"))
 #: Targets of issue 29.
 MAX_TRACKS_PER_PERSON = 1.1
 MIN_BETWEEN_IOU = 0.5
-#: `edge-fer run`'s detection width.
-RUN_DETECT_WIDTH = 320
 
 
 class TrackRecorder(Sink):

@@ -30,8 +30,9 @@ from edge_fer_models import SHIPPED
 #: The consumers: which part of the loop an option configures.
 CAPTURE, CLASSIFIER, DETECTOR, TRACKING, OUTPUT = "capture", "classifier", "detector", "tracking", "output"
 
-#: `run`'s detection width: a smaller frame than `predict`'s photos (`DetectorOptions`' default).
-RUN_DETECT_WIDTH = 320
+#: `run`'s detection width: a smaller frame than `predict`'s photos (`DetectorOptions`' default),
+#: the width of the low-resolution stream a Pi camera delivers for detection.
+RUN_DETECT_WIDTH = CaptureOptions.lores_width
 
 
 @dataclass
