@@ -1,4 +1,4 @@
-"""Figures the project states in its documents (model cards, README.md), read from there so a
+"""Figures the project states in its documents (model cards, benchmarks/README.md), read from there so a
 test checks what the documents say, not a copy of it that can drift.
 
 A document's tables are read as `Table`s: the `## ` section they sit in, the line of text just
@@ -142,7 +142,7 @@ def privatetest(name: str) -> dict[str, float]:
     return scored(name, PRIVATETEST)
 
 
-# -- README.md ---------------------------------------------------------------------------------
+# -- benchmarks/README.md -----------------------------------------------------------------------------
 
 
 def benchmark_photos() -> tuple[str, ...]:
@@ -155,10 +155,10 @@ def benchmark_photos() -> tuple[str, ...]:
 
 
 def detector_photo_counts() -> dict[str, dict[str, int]]:
-    """README's detector table: {detector: {photo: faces found}}, as benchmarks/detectors.py
-    measured them."""
+    """The detector table of benchmarks/README.md (its `detectors.py` section): {detector: {photo:
+    faces found}}, as benchmarks/detectors.py measured them."""
     column = "faces in the 3 photos"
-    t = find_table(REPO / "README.md", column=column)
+    t = find_table(REPO / "benchmarks" / "README.md", section="detectors.py", column=column)
     photos = benchmark_photos()
     out = {}
     for cells in t.rows:

@@ -380,19 +380,28 @@ def test_stream_defaults_are_runs_defaults():
 
 # -- README ----------------------------------------------------------------------------------
 
-def readme_blocks() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Python API"):]
-    section = section[:section.index("\n## ", 1)]
-    blocks, rest = [], section
+def python_blocks(text: str) -> list[str]:
+    blocks, rest = [], text
     while "```python\n" in rest:
         rest = rest[rest.index("```python\n") + len("```python\n"):]
         blocks.append(rest[:rest.index("```")])
     return blocks
 
 
+def readme_blocks() -> list[str]:
+    """The python blocks of README's "Python API" section, then those of docs/python-api.md
+    (where the README's longer examples moved)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    section = section[:section.index("\n## ", 1)]
+    readme = python_blocks(section)
+    assert readme, "README's Python API section has no python block"
+    return readme + python_blocks((REPO / "docs" / "python-api.md").read_text())
+
+
 def test_readme_python_examples_run(tmp_path, images_dir, clip, default_model):
-    """Each python block of README's "Python API" section, run as written except that the
+    """Each python block of README's "Python API" section and of docs/python-api.md, run as
+    written except that the
     example image is a shared photo and the camera a real clip."""
     blocks = readme_blocks()
     assert len(blocks) >= 3

@@ -106,12 +106,12 @@ def test_crop_transform_scales_about_the_centre_and_clips():
 
 
 def test_each_detector_on_the_shared_photos(detectors, images_dir):
-    """Exactly the faces README.md states per photo (its detector table, measured with
-    benchmarks/detectors.py): a detector or backend change that moves a count shows here."""
+    """Exactly the faces benchmarks/README.md states per photo (the detector table of its
+    detectors.py section, measured with that script): a detector or backend change that moves a count shows here."""
     from edge_fer.images import read_image
 
     expected = detector_photo_counts()
-    assert set(expected) == set(detectors), "README's detector table lacks a detector (or the reverse)"
+    assert set(expected) == set(detectors), "the benchmark page's detector table lacks a detector (or the reverse)"
     for photo_name in benchmark_photos():
         frame = read_image(images_dir / photo_name)
         for name, det in detectors.items():

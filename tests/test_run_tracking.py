@@ -114,7 +114,7 @@ def test_panned_clip_keeps_one_track_per_person_with_haar(images_dir, classifier
 
 
 def test_walk_past_clip_counts_people_with_the_readme_example(walk_clip, default_model):
-    """The README's "happy faces per minute" counts distinct track ids: on the clip they are
+    """docs/python-api.md's "happy faces per minute" counts distinct track ids: on the clip they are
     the six people who walked past, not more."""
     import edge_fer
 
