@@ -166,7 +166,7 @@ def _pipeline_run(frames: int) -> None:
     import numpy as np
 
     from edge_fer.pipeline import Pipeline, PipelineOptions
-    from edge_fer.pipeline.capture import Source
+    from edge_fer.pipeline.sources import Source
     from edge_fer.sinks.jsonlines import JsonLinesSink
     from edge_fer.sinks.log import LogSink
 

@@ -26,8 +26,8 @@ from edge_fer.errors import UsageError
 from edge_fer.evaluate import Evaluation, evaluate_classifier
 from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.pipeline import Pipeline
-from edge_fer.pipeline.capture import Source
 from edge_fer.pipeline.queues import LatestQueue
+from edge_fer.pipeline.sources import Source
 from edge_fer.pipeline.stage import POLL_S
 from edge_fer.predict import Face
 from edge_fer.results import FrameResult, RunSummary, StatsSnapshot

@@ -22,7 +22,7 @@ from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.options import (CAPTURE, CLASSIFIER, DETECTOR, DETECTOR_OPTIONS, MODEL_OPTIONS, OUTPUT,
                               RUN, RUN_OPTIONS, TRACKING, OutputOptions, names)
 from edge_fer.pipeline import CaptureOptions, Pipeline, PipelineOptions, TrackerOptions, open_source
-from edge_fer.pipeline.capture import Source
+from edge_fer.pipeline.sources import Source
 from edge_fer.sinks.base import Sink
 from edge_fer.sinks.display import DisplaySink, gui_problem
 from edge_fer.sinks.jsonlines import JsonLinesSink

@@ -20,7 +20,7 @@ import click
 
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, detector_names
 from edge_fer.errors import EdgeFerError
-from edge_fer.pipeline.capture import CaptureOptions
+from edge_fer.pipeline.sources import CaptureOptions, parse_camera
 from edge_fer.pipeline.tracking import TrackerOptions
 from edge_fer.network import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
 from edge_fer.sinks.mqtt import (DEFAULT_PREFIX, DEVICE_WORDS, PASSWORD_ENV, PREFIX_WORDS, URL_WORDS,
@@ -192,15 +192,12 @@ class LabelsType(click.ParamType):
 
 
 class CameraType(click.ParamType):
-    """`pi`, `usb:N` or `N`, checked by the capture module's own parser."""
+    """`pi`, `usb:N` or `N`, checked by the sources' own parser."""
 
     name = "camera"
     allowed = '"pi", "usb:N" or "N" (a camera index)'
 
     def convert(self, value, param, ctx):
-        # Imported here: the capture module loads the pipeline, which `--help` never needs.
-        from edge_fer.pipeline.capture import parse_camera
-
         try:
             parse_camera(value)
         except EdgeFerError as exc:

@@ -1,11 +1,11 @@
 """The real-time pipeline behind `edge-fer run`: one module per stage.
 
-`capture` (sources), `detect` (tracking and the detector thread), `classify`, `output` (hands
-results to the sinks of `edge_fer.sinks`), joined by the latest-frame queues of `queues` and run
-by `runner`.
+`capture` (reads one of the frame sources of `sources`, one module per kind), `detect` (tracking
+and the detector thread), `classify`, `output` (hands results to the sinks of `edge_fer.sinks`),
+joined by the latest-frame queues of `queues` and run by `runner`.
 """
 
-from edge_fer.pipeline.capture import CaptureOptions, Frame, PiCameraSource, open_source
+from edge_fer.pipeline.sources import CaptureOptions, Frame, PiCameraSource, open_source
 from edge_fer.pipeline.runner import Pipeline, PipelineOptions, stop_on_signals
 from edge_fer.pipeline.tracking import TrackerOptions
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 
 from edge_fer.detector import DetectedFace, FaceDetector
-from edge_fer.pipeline.capture import Frame
+from edge_fer.pipeline.sources import Frame
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stage import POLL_S, Stage
 from edge_fer.pipeline.stats import PipelineStats

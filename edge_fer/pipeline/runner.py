@@ -20,11 +20,12 @@ from typing import Iterator
 from edge_fer.classifier import EmotionClassifier
 from edge_fer.detector import FaceDetector
 from edge_fer.errors import EdgeFerError
-from edge_fer.pipeline.capture import CaptureOptions, CaptureStage, Source, redact_url
+from edge_fer.pipeline.capture import CaptureStage
 from edge_fer.pipeline.classify import ClassifyStage
 from edge_fer.pipeline.detect import DetectStage
 from edge_fer.pipeline.output import SinkStage
 from edge_fer.pipeline.queues import LatestQueue
+from edge_fer.pipeline.sources import CaptureOptions, Source, redact_url
 from edge_fer.pipeline.stage import POLL_S, STOP_GRACE_S
 from edge_fer.pipeline.stats import PipelineStats
 from edge_fer.pipeline.tracking import TrackerOptions
