@@ -33,7 +33,7 @@ _LAZY = {
     "stream": "edge_fer.api",
     "Stream": "edge_fer.api",
     "STREAM_OPTIONS": "edge_fer.api",
-    "Face": "edge_fer.predict",
+    "Face": "edge_fer.results",
     "evaluate_model": "edge_fer.api",
     "Evaluation": "edge_fer.evaluate",
     "FrameResult": "edge_fer.results",
@@ -49,8 +49,7 @@ if TYPE_CHECKING:
     from edge_fer.api import STREAM_OPTIONS, Analyzer, Stream, analyze, stream
     from edge_fer.api import evaluate_model
     from edge_fer.evaluate import Evaluation
-    from edge_fer.predict import Face
-    from edge_fer.results import FrameResult, TrackedFace, TrackEvent
+    from edge_fer.results import Face, FrameResult, TrackedFace, TrackEvent
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,8 @@ from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, FaceDetector, c
 from edge_fer.detector.base import as_uint8_frame
 from edge_fer.errors import InputError, UsageError
 from edge_fer.images import iter_image_paths, read_image
-from edge_fer.predict import Face, FacePredictor
+from edge_fer.predict import FacePredictor
+from edge_fer.results import Face
 from edge_fer_models import DEFAULT_MODEL, resolve_model
 
 ImageInput = Union[str, os.PathLike, np.ndarray]

@@ -29,8 +29,7 @@ from edge_fer.pipeline import Pipeline
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.sources import Source
 from edge_fer.pipeline.stage import POLL_S
-from edge_fer.predict import Face
-from edge_fer.results import FrameResult, RunSummary, StatsSnapshot
+from edge_fer.results import Face, FrameResult, RunSummary, StatsSnapshot
 from edge_fer.sinks.base import Sink
 
 STREAM_OPTIONS: frozenset[str] = (BUILD_OPTIONS - {"camera", "source"}) | {"queue_size"}

@@ -3,43 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
 from edge_fer.classifier import EmotionClassifier, Prediction
 from edge_fer.detector import Box, CropTransform, FaceDetector, crop_detected, crop_face
+from edge_fer.results import Face
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Face:
-    """One face of an image: where it is and what it shows. What `edge_fer.analyze` returns and
-    `edge-fer predict --json` prints (through `to_dict`)."""
-
-    box: Box
-    """(x, y, w, h) in image pixels."""
-    label: str
-    """The most probable emotion."""
-    score: float
-    """The probability of `label`, 0..1."""
-    scores: Mapping[str, float] = field(default_factory=dict, hash=False)
-    """The probability of every label the model knows, in the model's label order."""
-    landmarks: tuple[tuple[float, float], ...] = ()
-    """(x, y) per keypoint (see `edge_fer.detector.LANDMARK_NAMES`) when the detector has them
-    (BlazeFace), else empty."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The face as `predict --json` prints it: scores rounded to 4 places, landmarks to 0.1
-        px and left out when there are none."""
-        d: dict[str, Any] = {"box": [int(v) for v in self.box], "label": self.label,
-                             "score": round(float(self.score), 4),
-                             "scores": {k: round(float(v), 4) for k, v in self.scores.items()}}
-        if self.landmarks:
-            d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
-        return d
 
 
 @dataclass
@@ -100,4 +73,4 @@ class FacePredictor:
 
 def _face(box: Box, p: Prediction, landmarks: tuple[tuple[float, float], ...] = ()) -> Face:
     return Face(tuple(int(v) for v in box), p.label, p.score, dict(p.scores),  # type: ignore[arg-type]
-                tuple((float(x), float(y)) for x, y in landmarks))
+                landmarks=tuple((float(x), float(y)) for x, y in landmarks))

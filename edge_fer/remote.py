@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any
 
 from edge_fer.errors import InputError, ServerError
-from edge_fer.predict import Face
+from edge_fer.results import Face
 
 #: Seconds to wait for the server's answer to one image (a large photo on a busy Pi).
 TIMEOUT_S = 60.0
@@ -68,7 +68,7 @@ class RemotePredictor:
         try:
             result: dict[str, Any] = json.loads(body)
             return [Face(tuple(f["box"]), f["label"], f["score"], f["scores"],
-                         tuple(tuple(p) for p in f.get("landmarks", ())))
+                         landmarks=tuple(tuple(p) for p in f.get("landmarks", ())))
                     for f in result["faces"]]
         except (ValueError, KeyError, TypeError):
             raise ServerError(f"{self.base} answered something that is not a result "

@@ -8,23 +8,63 @@ a sink that draws must draw on its own copy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from edge_fer.detector.base import Box
 
-@dataclass
-class TrackedFace:
-    """A face followed across frames, with temporally smoothed emotion scores."""
+
+def _rounding(digits: int | None) -> Callable[[Any], float]:
+    """float(v) rounded to `digits` places (None: as it is)."""
+    return float if digits is None else (lambda v: round(float(v), digits))
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: where it is and what it shows. What `edge_fer.analyze` returns for an image, and
+    (as `TrackedFace`, with its track) what the loop gives for a frame; both become JSON through
+    `to_dict`."""
+
+    box: Box
+    """(x, y, w, h) in image pixels."""
+    label: str
+    """The most probable emotion (smoothed over the track's frames for a `TrackedFace`)."""
+    score: float
+    """The probability of `label`, 0..1."""
+    scores: Mapping[str, float] = field(default_factory=dict, hash=False)
+    """The probability of every label the model knows, in the model's label order."""
+    landmarks: tuple[tuple[float, float], ...] = field(default=(), kw_only=True)
+    """(x, y) per keypoint (see `edge_fer.detector.LANDMARK_NAMES`) when the detector has them
+    (BlazeFace), else empty. Keyword-only, so that `TrackedFace` keeps its positional order."""
+
+    def to_dict(self, digits: int | None = 4) -> dict[str, Any]:
+        """The face as JSON: `predict --json` and `/api/predict` (scores to 4 places, the
+        default), `run --results` (6) and `/api/faces` (None: as computed). Landmarks to 0.1 px
+        and left out when there are none; a `TrackedFace` adds its track's fields."""
+        rnd = _rounding(digits)
+        d: dict[str, Any] = {"box": [int(v) for v in self.box], "label": self.label,
+                             "score": rnd(self.score),
+                             "scores": {k: rnd(v) for k, v in self.scores.items()}}
+        if self.landmarks:
+            d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
+        return d
+
+
+@dataclass(frozen=True)
+class _Track:
+    """The track number, in a base of its own: dataclass fields of bases come first, so
+    `TrackedFace(track_id, box, label, score, scores, raw_label, ...)` keeps the positional
+    order it had before it was a `Face`."""
 
     track_id: int
-    box: tuple[int, int, int, int]
-    """(x, y, w, h) in full-frame pixels."""
-    label: str
-    """Smoothed label (what a display shows)."""
-    score: float
-    """Smoothed probability of `label`."""
-    scores: dict[str, float] = field(default_factory=dict)
-    """Smoothed probabilities per label."""
+
+
+@dataclass(frozen=True)
+class TrackedFace(Face, _Track):
+    """A face followed across frames, with temporally smoothed emotion scores: a `Face` whose
+    `box` is in full-frame pixels and whose `label`, `score` and `scores` are smoothed."""
+
     raw_label: str = ""
     """This frame's unsmoothed top label."""
     first_frame: int = -1
@@ -36,6 +76,17 @@ class TrackedFace:
     since_detection: int = 0
     """Frames since a detection last found this face: 0 when this frame's own detection did;
     more when the box was moved here by the tracker's motion model."""
+
+    def to_dict(self, digits: int | None = 4) -> dict[str, Any]:
+        """`Face.to_dict` with the track, in the order of a `--results` line: `track_id` first,
+        `raw_label` beside the smoothed label, then `first_frame`, `dwell_s` (to the
+        millisecond at most) and `since_detection`."""
+        face = super().to_dict(digits)
+        head = {k: face.pop(k) for k in ("box", "label", "score")}
+        return {"track_id": self.track_id, **head, "raw_label": self.raw_label, **face,
+                "first_frame": self.first_frame,
+                "dwell_s": _rounding(None if digits is None else min(digits, 3))(self.dwell_s),
+                "since_detection": self.since_detection}
 
 
 @dataclass

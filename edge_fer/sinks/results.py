@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from edge_fer.errors import InputError, UsageError
-from edge_fer.results import FrameResult, RunSummary, StatsSnapshot, TrackedFace
+from edge_fer.results import FrameResult, RunSummary, StatsSnapshot
 from edge_fer.sinks.base import Sink
 from edge_fer.sinks.jsonlines import LineWriter
 
@@ -32,16 +32,8 @@ CSV_COLUMNS = ("frame", "t", "time", "faces", "track_id", "x", "y", "w", "h", "l
 #: been in view, and frames since a detection last found it (0: this frame's own detection).
 TRACK_COLUMNS = ("first_frame", "dwell_s", "since_detection")
 
+#: Places the scores are written to (`TrackedFace.to_dict`), in both formats.
 _DIGITS = 6
-
-
-def face_record(face: TrackedFace) -> dict:
-    """A face as the JSON-lines file holds it (the fields of `/api/faces`)."""
-    return {"track_id": face.track_id, "box": [int(v) for v in face.box], "label": face.label,
-            "score": round(float(face.score), _DIGITS), "raw_label": face.raw_label,
-            "scores": {k: round(float(v), _DIGITS) for k, v in face.scores.items()},
-            "first_frame": face.first_frame, "dwell_s": round(float(face.dwell_s), 3),
-            "since_detection": face.since_detection}
 
 
 class ResultsSink(Sink):
@@ -103,19 +95,17 @@ class ResultsSink(Sink):
         t, wall = self._times(result)
         if self.format == ".jsonl":
             return json.dumps({"frame": result.index, "t": t, "time": wall,
-                               "faces": [face_record(f) for f in result.faces]})
+                               "faces": [f.to_dict(_DIGITS) for f in result.faces]})
         head = [result.index, t, wall, len(result.faces)]
         if not result.faces:
             return self._csv_rows([head + [""] * (len(CSV_COLUMNS) - len(head) + len(self.labels)
                                                   + len(TRACK_COLUMNS))])
         rows = []
-        for f in result.faces:
-            x, y, w, h = (int(v) for v in f.box)
-            rows.append(head + [f.track_id, x, y, w, h, f.label, round(float(f.score), _DIGITS),
-                                f.raw_label]
-                        + [round(float(f.scores[k]), _DIGITS) if k in f.scores else ""
-                           for k in self.labels]
-                        + [f.first_frame, round(float(f.dwell_s), 3), f.since_detection])
+        for face in result.faces:
+            f = face.to_dict(_DIGITS)  # the JSON line's fields, rounded as there
+            rows.append(head + [f["track_id"], *f["box"], f["label"], f["score"], f["raw_label"]]
+                        + [f["scores"].get(k, "") for k in self.labels]
+                        + [f["first_frame"], f["dwell_s"], f["since_detection"]])
         return self._csv_rows(rows)
 
     def on_result(self, result: FrameResult, stats: StatsSnapshot) -> None:
@@ -130,4 +120,4 @@ class ResultsSink(Sink):
         self._writer.close()
 
 
-__all__ = ["CSV_COLUMNS", "RESULTS_FORMATS", "TRACK_COLUMNS", "ResultsSink", "face_record"]
+__all__ = ["CSV_COLUMNS", "RESULTS_FORMATS", "TRACK_COLUMNS", "ResultsSink"]

@@ -165,9 +165,5 @@ class ServerState:
             for f in result.faces:
                 counts[f.label] = counts.get(f.label, 0) + 1
             return finite({**head, "count": len(result.faces), "counts": dict(sorted(counts.items()))})
-        faces = [{"track_id": f.track_id, "box": [int(v) for v in f.box], "label": f.label,
-                  "score": float(f.score), "scores": {k: float(v) for k, v in f.scores.items()},
-                  "raw_label": f.raw_label, "first_frame": f.first_frame,
-                  "dwell_s": float(f.dwell_s), "since_detection": f.since_detection}
-                 for f in result.faces]
+        faces = [f.to_dict(digits=None) for f in result.faces]
         return finite({**head, "faces": faces})
