@@ -153,13 +153,9 @@ class BlazeFaceDetector(FaceDetector):
         tensor = canvas.astype(np.float32)[None] * (2.0 / 255.0) - 1.0
         return tensor, scale, ox, oy
 
-    def raw_faces(self, frame: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    def _decode(self, tensor: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         """Faces as (box xmin, ymin, xmax, ymax; score; keypoints K x 2) in input pixels of the
         letterboxed frame, after thresholding and weighted NMS."""
-        tensor, _, _, _ = self._letterbox(frame)
-        return self._decode(tensor)
-
-    def _decode(self, tensor: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         self._interp.set_tensor(self._in, tensor)
         self._interp.invoke()
         raw = self._interp.get_tensor(self._boxes_out)[0]
