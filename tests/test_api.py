@@ -17,17 +17,12 @@ import numpy as np
 import pytest
 
 import edge_fer
-from clips import TEST_IMAGE_FACES, make_clip
-from conftest import REPO
+from clips import TEST_IMAGE_FACES
+from conftest import REPO, run_cli
 from edge_fer import (Analyzer, EdgeFerError, Face, InputError, ModelError, SourceError,
                       UsageError)
 
 PHOTOS = ("test_image.jpg", "12_angry_men.jpg", "solvay_conference.jpg")
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=180, env={**os.environ, **(env or {})})
 
 
 def cli_error(*args, env=None) -> str:
@@ -46,11 +41,6 @@ def predict_json(paths, *args, env=None) -> dict[str, list[dict]]:
 
 def edge_fer_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("edge-fer-")]
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("api") / "faces.mp4", images_dir, frames=60)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from edge_fer.cli import cli
+from conftest import invoke
 
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("arm64_compare", REPO / "ci" / "arm64_compare.py")
@@ -27,8 +26,7 @@ _spec.loader.exec_module(cmp)
 def predicted(images_dir, default_model) -> list[dict]:
     """Real `predict --json` output on the shared photos, as the lane produces it on x86."""
     photos = sorted(images_dir.glob("*.jpg"))
-    r = CliRunner().invoke(cli, ["predict", "--json", "-m", str(default_model), *map(str, photos)],
-                           catch_exceptions=False)
+    r = invoke("predict", "--json", "-m", default_model, *photos)
     assert r.exit_code == 0, r.output
     out = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
     assert sum(len(o["faces"]) for o in out) >= 3
@@ -96,8 +94,7 @@ def run_log(tmp_path_factory, images_dir, default_model) -> list[dict]:
     d = tmp_path_factory.mktemp("arm64run")
     clip = make_clip(d / "clip.mp4", images_dir, frames=30, leave_at=0.5)
     log = d / "run.jsonl"
-    r = CliRunner().invoke(cli, ["run", "--source", str(clip.path), "--headless", "-m",
-                                 str(default_model), "--log-json", str(log)], catch_exceptions=False)
+    r = invoke("run", "--source", clip.path, "--headless", "-m", default_model, "--log-json", log)
     assert r.exit_code == 0, r.output
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(cmp.read_events(lines)) >= 3

@@ -9,16 +9,14 @@ import os
 import pytest
 
 import edge_fer
-from clips import make_clip
 from conftest import run_cli
 from edge_fer.assemble import BUILD_OPTIONS, RUN_INTERPRETER_THREADS, build_run
 from edge_fer.errors import UsageError
 from edge_fer.options import RUN, RUN_OPTIONS, names
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("assemble") / "faces.avi", images_dir, frames=20)
+#: This module's clip (conftest's `clip` fixture).
+CLIP = {"frames": 20, "suffix": ".avi"}
 
 
 def _start_record(path) -> dict:

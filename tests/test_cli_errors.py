@@ -4,22 +4,15 @@ version. (The model-input shape as plain ints is tested with the model in test_c
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 
+from conftest import run_cli
 from edge_fer.sinks.server import ServerOptions, ServerSink
 
 TOKEN = "cli-errors-test-token-0123456789"
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("args, says", [

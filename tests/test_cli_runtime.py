@@ -11,16 +11,10 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import assert_one_line_error, needs_tf, run_cli, small_disk
-from edge_fer.cli import cli
+from conftest import assert_one_line_error, invoke, needs_tf, run_cli, small_disk
 from edge_fer_models import SHIPPED
 from stated import privatetest
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_predict_group_photo_finds_the_faces(images_dir, default_model):

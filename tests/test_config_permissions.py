@@ -8,10 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import assert_one_line_error
-from edge_fer.cli import cli
+from conftest import assert_one_line_error, invoke
 from edge_fer.errors import InputError
 
 CONFIG = '[source]\nwidth = 320\n'
@@ -29,12 +27,12 @@ def config(tmp_path):
                                        (0o664, "its group"), (0o622, "its group and everyone")])
 def test_check_config_refuses_a_file_others_can_write(config, mode, who):
     os.chmod(config, mode)
-    r = CliRunner().invoke(cli, ["check-config", str(config)], catch_exceptions=False)
+    r = invoke("check-config", str(config))
     line = assert_one_line_error(r, str(config), f"writable by {who} (mode {mode:04o})",
                                  code=InputError.exit_code)
     assert line.endswith(f"chmod go-w {config}")
     os.chmod(config, mode & ~0o022)  # the fix the line names
-    r = CliRunner().invoke(cli, ["check-config", str(config)], catch_exceptions=False)
+    r = invoke("check-config", str(config))
     assert r.exit_code == 0 and f"{config}: ok" in r.output
 
 
@@ -50,23 +48,22 @@ def test_run_refuses_a_world_writable_config_before_starting(config, images_dir,
 
 def test_the_service_environment_variable_is_checked_too(config, images_dir):
     os.chmod(config, 0o666)
-    r = CliRunner().invoke(cli, ["run", "--source", str(images_dir), "--headless"],
-                           env={"EDGE_FER_CONFIG": str(config)}, catch_exceptions=False)
+    r = invoke("run", "--source", images_dir, "--headless", env={"EDGE_FER_CONFIG": str(config)})
     assert_one_line_error(r, "chmod go-w", code=InputError.exit_code)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
 def test_a_file_owned_by_another_user_is_refused(config):
     os.chown(config, 65534, 65534)  # nobody: not root, not the user running the tests
-    r = CliRunner().invoke(cli, ["check-config", str(config)], catch_exceptions=False)
+    r = invoke("check-config", str(config))
     line = assert_one_line_error(r, str(config), "is owned by nobody, not root,",
                                  code=InputError.exit_code)
     assert line.endswith(f"chown root {config}")
     os.chown(config, 0, 0)
-    assert CliRunner().invoke(cli, ["check-config", str(config)]).exit_code == 0
+    assert invoke("check-config", str(config)).exit_code == 0
 
 
 def test_dev_null_still_means_no_config():
     """`--config /dev/null` (mode 0666) is how scripts and tests say "no config file"."""
-    r = CliRunner().invoke(cli, ["check-config", os.devnull], catch_exceptions=False)
+    r = invoke("check-config", os.devnull)
     assert r.exit_code == 0, r.output

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf, small_disk
+from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf, run_cli, small_disk
 
 pytestmark = needs_tf
-
-
-def run_cli(*args, preexec_fn=None, timeout=600):
-    # The environment as a user has it: TensorFlow's chatter is edge-fer's to silence.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, preexec_fn=preexec_fn)
 
 
 #: What TensorFlow and TFLite print on a CPU-only machine unless edge-fer keeps it quiet.

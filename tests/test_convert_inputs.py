@@ -12,20 +12,13 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, needs_tf, tiny_classifier
+from conftest import FACE_CLASSIFICATION_LABELS, assert_one_line_error, invoke, needs_tf, tiny_classifier
 
 pytestmark = needs_tf
 
 LABELS = FACE_CLASSIFICATION_LABELS.split(",")
 FOLDER_LABELS = sorted(LABELS)
-
-
-def invoke(*args):
-    from edge_fer.cli import cli
-
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

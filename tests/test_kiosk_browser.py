@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from clips import FakePicamera2, make_clip
+from clips import FakePicamera2
 from edge_fer.sinks.base import Sink
 from edge_fer.sinks.server import ServerOptions, ServerSink
 
@@ -56,14 +56,13 @@ class Seen(Sink):
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, images_dir, default_model):
+def live(clip, default_model):
     """The real pipeline and model over a test clip from a camera that loops it, serving the
     page twice: on one port openly, on another with a token."""
     from edge_fer.classifier import EmotionClassifier
     from edge_fer.detector import DetectorOptions, HaarFaceDetector
     from edge_fer.pipeline import PiCameraSource, Pipeline
 
-    clip = make_clip(tmp_path_factory.mktemp("browser-clip") / "faces.mp4", images_dir, frames=60)
     classifier = EmotionClassifier(default_model)
     pipeline = Pipeline(PiCameraSource(640, 480, 15, camera=FakePicamera2(clip.path, fps=15)),
                         HaarFaceDetector(DetectorOptions(detect_width=320)), classifier)

@@ -11,7 +11,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from edge_fer.cli import cli, config_option, detector_options, model_options, run
+from conftest import invoke
+from edge_fer.cli import config_option, detector_options, model_options, run
 from edge_fer.config import (CONFIG_PARAM, SECTIONS, ConfigError, default_map, load_config,
                              locate_keys, parse_address, parse_config, schema_for)
 from edge_fer.errors import InputError, UsageError
@@ -38,7 +39,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 # --- the shipped example ---------------------------------------------------------------------------
 
 def test_example_config_is_accepted_by_check_config():
-    result = CliRunner().invoke(cli, ["check-config", str(EXAMPLE)])
+    result = invoke("check-config", str(EXAMPLE))
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{EXAMPLE}: ok (")
     config = load_config(EXAMPLE, run)
@@ -156,7 +157,7 @@ def test_missing_file_is_an_input_error(tmp_path):
 
 def test_check_config_cli_prints_every_problem_and_exits_2(tmp_path):
     path = write(tmp_path, "[source]\nwidth = 'x'\n[model]\nthread = 2\n")
-    result = CliRunner().invoke(cli, ["check-config", str(path)])
+    result = invoke("check-config", str(path))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines[0].startswith(f"edge-fer: error: {path}:2: key 'source.width'")
@@ -166,7 +167,7 @@ def test_check_config_cli_prints_every_problem_and_exits_2(tmp_path):
 
 def test_warnings_for_a_network_address_without_token(tmp_path):
     path = write(tmp_path, "[server]\nserve = \"0.0.0.0:8080\"\n")
-    result = CliRunner().invoke(cli, ["check-config", str(path)])
+    result = invoke("check-config", str(path))
     assert result.exit_code == 0
     assert f"{path}:2: key 'server.serve' is not a loopback address" in result.output
 
@@ -250,7 +251,7 @@ def test_default_map_holds_the_values_the_options_take():
 def test_check_config_lists_the_keys():
     from edge_fer.config import FILE_ONLY
 
-    out = CliRunner().invoke(cli, ["check-config", "--keys"]).output.splitlines()
+    out = invoke("check-config", "--keys").output.splitlines()
     assert len(out) == sum(len(keys) for keys in [*SCHEMA.values(), *FILE_ONLY.values()])
     # Keys no option has (secrets) say so.
     assert "mqtt.password: The MQTT broker's password (chmod 600 the file). Only in the file or " \

@@ -18,11 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from clips import FakePicamera2, make_clip
-from edge_fer.cli import cli
+from clips import FakePicamera2
+from conftest import invoke
 from edge_fer.results import StatsSnapshot
 from edge_fer.sinks.base import Sink
 from edge_fer.sinks.server import metric_name
@@ -34,9 +33,8 @@ TOKEN = "kiosk-run-test-token-0123456789"
 LIVE = ["--realtime", "--fps", "15", "--headless"]
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("kiosk-clip") / "faces.mp4", images_dir, frames=150)
+#: This module's clip (conftest's `clip` fixture).
+CLIP = {"frames": 150}
 
 
 @pytest.fixture
@@ -45,12 +43,6 @@ def short_dir():
     path = Path(tempfile.mkdtemp(prefix="efr-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def invoke(*args, **env):
-    return CliRunner().invoke(cli, ["run", *map(str, args)],
-                              env={"EDGE_FER_CONFIG": None, "EDGE_FER_TOKEN": None,
-                                   "NOTIFY_SOCKET": None, **env})
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -126,20 +118,21 @@ def test_a_busy_port_or_a_missing_token_fails_before_the_model_loads(clip, tmp_p
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = invoke("--source", clip.path, "--model", absent, "--headless", "--serve", f"127.0.0.1:{port}")
+        r = invoke("run", "--source", clip.path,
+                   "--model", absent, "--headless", "--serve", f"127.0.0.1:{port}")
     assert r.exit_code == 2
     assert r.stderr == (f"edge-fer: error: cannot serve on 127.0.0.1:{port}: the port is already in "
                         "use (another edge-fer?): stop that program or choose another port with "
                         "--serve HOST:PORT\n")
     port = free_port()
-    r = invoke("--source", clip.path, "--model", absent, "--headless", "--serve", f"0.0.0.0:{port}")
+    r = invoke("run", "--source", clip.path, "--model", absent, "--headless", "--serve", f"0.0.0.0:{port}")
     assert r.exit_code == 2
     assert r.stderr.startswith(f"edge-fer: error: refusing to serve on 0.0.0.0:{port} without a token")
     assert len(r.stderr.splitlines()) == 1
     # With the token from the environment the server starts, the model is the next thing to
     # fail, and the server is closed on the way out.
-    r = invoke("--source", clip.path, "--model", absent, "--headless", "--serve", f"0.0.0.0:{port}",
-               EDGE_FER_TOKEN=TOKEN)
+    r = invoke("run", "--source", clip.path, "--model", absent, "--headless", "--serve", f"0.0.0.0:{port}",
+               env={"EDGE_FER_TOKEN": TOKEN})
     assert r.exit_code == 3 and r.stderr == f"edge-fer: error: model not found: {absent}\n"
     with socket.socket() as s:
         s.bind(("0.0.0.0", port))
@@ -167,7 +160,7 @@ log_interval = 0.2
 display = false
 max_frames = 20
 """)
-    r = invoke("--config", config, "--detect-every", "2")
+    r = invoke("run", "--config", config, "--detect-every", "2")
     assert r.exit_code == 0, r.output
     records = read_records(tmp_path / "logs" / "run.jsonl")
     start, summary = records[0], records[-1]
@@ -178,7 +171,7 @@ max_frames = 20
     # $EDGE_FER_CONFIG names the file too, and --source on the command line replaces its camera.
     config.write_text(f'[source]\ncamera = "usb:97"\n[model]\nmodel = "{default_model}"\n'
                       '[output]\ndisplay = false\nmax_frames = 5\n')
-    r = invoke("--source", clip.path, EDGE_FER_CONFIG=str(config))
+    r = invoke("run", "--source", clip.path, env={"EDGE_FER_CONFIG": str(config)})
     assert r.exit_code == 0, r.output
     assert "5 frames processed of 5 captured" in r.stdout
 

@@ -6,23 +6,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import QUIET_TF, assert_one_line_error, run_cli
 from edge_fer.classifier import EmotionClassifier
 from edge_fer.errors import ModelError
 from edge_fer.metadata import METADATA_NAME, ModelMetadata, embed, unpack
 from edge_fer_models import SHIPPED
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def test_shipped_models_carry_their_flatbuffer_checksum():
@@ -68,7 +60,7 @@ def test_a_damaged_model_is_refused_by_every_command(command, damaged_model, ima
         frames.mkdir()
         (frames / "a.jpg").write_bytes((images_dir / "test_image.jpg").read_bytes())
         args = ["run", "--source", frames, "--headless", "--max-frames", 1]
-    r = run_cli(*args, "-m", damaged_model)
+    r = run_cli(*args, "-m", damaged_model, env=QUIET_TF)
     line = assert_one_line_error(r, str(damaged_model), "is corrupted", code=ModelError.exit_code)
     assert "copy the model again or re-convert it" in line
 
@@ -84,12 +76,12 @@ def test_a_model_without_a_checksum_runs_unverified(default_model, tmp_path, ima
     assert unpack(old.read_bytes()).sha256 is None
     assert EmotionClassifier(old).verified_sha256 is None
 
-    r = run_cli("info", "-m", old)
+    r = run_cli("info", "-m", old, env=QUIET_TF)
     assert r.returncode == 0, r.stderr
     assert "integrity: unverified" in r.stdout
-    r = run_cli("predict", images_dir / "test_image.jpg", "-m", old, "--json")
+    r = run_cli("predict", images_dir / "test_image.jpg", "-m", old, "--json", env=QUIET_TF)
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["faces"]) >= 5
 
-    r = run_cli("info", "-m", default_model)
+    r = run_cli("info", "-m", default_model, env=QUIET_TF)
     assert f"integrity: verified (flatbuffer sha256 {packed.sha256})" in r.stdout

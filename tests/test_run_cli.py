@@ -8,20 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from clips import make_clip
-from edge_fer.cli import cli
+from conftest import invoke
 from kiosk_helpers import alive, read_records, spawn_run, stop_run, wait_for
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("cli") / "faces.mp4", images_dir, frames=90)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, ["run", "--headless", *map(str, args)])
+#: This module's clip (conftest's `clip` fixture).
+CLIP = {"frames": 90}
 
 
 def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_path):
@@ -29,7 +22,7 @@ def test_run_on_a_clip_logs_stats_events_and_a_summary(clip, default_model, tmp_
 
     log = tmp_path / "stats.jsonl"
     video = tmp_path / "annotated.mkv"
-    r = invoke("--source", clip.path, "--model", default_model, "--max-frames", 40,
+    r = invoke("run", "--headless", "--source", clip.path, "--model", default_model, "--max-frames", 40,
                "--log-json", log, "--log-interval", 0.2, "--record", video)
     assert r.exit_code == 0, r.output
     assert "40 frames processed of 40 captured" in r.stdout and "stopped: max frames" in r.stdout
@@ -57,7 +50,8 @@ def test_run_logs_stats_every_log_interval(clip, default_model, tmp_path):
     machine and a stats record falls due every 0.2 s of them (a run at full speed can end
     before the first is due, so the test above does not count them)."""
     log = tmp_path / "stats.jsonl"
-    r = invoke("--source", clip.path, "--model", default_model, "--max-frames", 40, "--realtime",
+    r = invoke("run", "--headless", "--source", clip.path,
+               "--model", default_model, "--max-frames", 40, "--realtime",
                "--log-json", log, "--log-interval", 0.2)
     assert r.exit_code == 0, r.output
     records = read_records(log)
@@ -79,7 +73,7 @@ def test_run_on_an_image_folder_skips_unreadable_files_and_takes_any_size(clip, 
             frame = cv2.resize(frame, (320, 240))
         cv2.imwrite(str(tmp_path / f"frame{i:02d}.jpg"), frame)
     (tmp_path / "frame03.jpg").write_bytes(b"not a jpeg")
-    r = invoke("--source", tmp_path, "--model", default_model)
+    r = invoke("run", "--headless", "--source", tmp_path, "--model", default_model)
     assert r.exit_code == 0, r.output
     assert "5 frames processed of 5 captured" in r.stdout
     assert "frame03.jpg" in caplog.text
@@ -114,7 +108,7 @@ def test_bad_input_gives_one_clear_line(args, code, message, default_model, tmp_
     args = args(tmp_path)
     if "usb:97" in args and not sys.platform.startswith("linux"):
         pytest.skip("device paths are checked on Linux")
-    r = invoke(*args, "--model", default_model)
+    r = invoke("run", "--headless", *args, "--model", default_model)
     assert r.exit_code == code, r.output
     errors = [line for line in r.stderr.splitlines() if line.startswith("edge-fer: error:")]
     assert len(errors) == 1 and message in errors[0], r.output
@@ -124,7 +118,7 @@ def test_bad_input_gives_one_clear_line(args, code, message, default_model, tmp_
 def test_pi_camera_without_picamera2(default_model):
     if importlib.util.find_spec("picamera2") is not None:
         pytest.skip("picamera2 is installed here")
-    r = invoke("--camera", "pi", "--model", default_model)
+    r = invoke("run", "--headless", "--camera", "pi", "--model", default_model)
     assert r.exit_code == 6
     assert "sudo apt install python3-picamera2" in r.stderr and "Traceback" not in r.output
 
@@ -134,7 +128,7 @@ def test_display_without_a_gui_is_refused(clip, default_model):
 
     if gui_problem() is None:
         pytest.skip("a GUI is available here")
-    r = CliRunner().invoke(cli, ["run", "--display", "--source", str(clip.path), "--model", str(default_model)])
+    r = invoke("run", "--display", "--source", clip.path, "--model", default_model)
     assert r.exit_code == 2 and "--display:" in r.stderr
 
 

@@ -9,26 +9,19 @@ import time
 import urllib.request
 
 import pytest
-from click.testing import CliRunner
 
 from clips import clip_jpegs, make_clip, mjpeg_server, stop_server
-from conftest import assert_one_line_error, run_cli, small_disk
-from edge_fer.cli import cli
+from conftest import assert_one_line_error, invoke, run_cli, small_disk
 from kiosk_helpers import alive, free_port, get_json, read_records, spawn_run, stop_run, wait_for
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("faults") / "faces.mp4", images_dir, frames=120, n_faces=1)
+#: This module's clip (conftest's `clip` fixture).
+CLIP = {"frames": 120, "n_faces": 1}
 
 
 @pytest.fixture(scope="module")
 def jpegs(clip):
     return clip_jpegs(clip)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, ["run", "--headless", *map(str, args)])
 
 
 def _last_stats(log):
@@ -89,7 +82,8 @@ def test_a_stream_that_comes_up_after_the_run_started_is_picked_up(jpegs, defaul
 def test_a_live_source_that_never_comes_up_fails_after_the_source_timeout(default_model, tmp_path):
     port = free_port()
     started = time.monotonic()
-    r = invoke("--source", f"http://127.0.0.1:{port}/", "--model", default_model, "--source-timeout", 1.5)
+    r = invoke("run", "--headless", "--source", f"http://127.0.0.1:{port}/",
+               "--model", default_model, "--source-timeout", 1.5)
     took = time.monotonic() - started
     assert_one_line_error(r, "did not come up within 1.5 s (--source-timeout): cannot open stream", code=6)
     assert 1.5 <= took < 20
@@ -102,14 +96,14 @@ def test_a_live_source_that_never_comes_up_fails_after_the_source_timeout(defaul
 def test_a_file_that_yields_no_frames_is_an_error(content, default_model, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(content)
-    r = invoke("--source", path, "--model", default_model)
+    r = invoke("run", "--headless", "--source", path, "--model", default_model)
     assert_one_line_error(r, str(path), code=6)
 
 
 def test_a_folder_of_unreadable_images_is_an_error(default_model, tmp_path):
     for name in ("a.jpg", "b.png"):
         (tmp_path / name).write_text("not an image")
-    r = invoke("--source", tmp_path, "--model", default_model)
+    r = invoke("run", "--headless", "--source", tmp_path, "--model", default_model)
     assert_one_line_error(r, "gave no frames", code=6)
 
 
@@ -128,7 +122,7 @@ def test_a_video_corrupted_in_the_middle_is_reported_as_ending_early(clip, defau
         decodable += 1
     assert held == clip.frames and 0 < decodable < held * 0.9  # the damage is real
     log = tmp_path / "run.jsonl"
-    r = invoke("--source", damaged, "--model", default_model, "--log-json", log)
+    r = invoke("run", "--headless", "--source", damaged, "--model", default_model, "--log-json", log)
     assert_one_line_error(r, f"ended early: {decodable} of {held} frames decoded", code=6)
     summary = read_records(log)[-1]
     # Nothing read is lost: every decoded frame was processed and the summary says why it ended.
@@ -137,7 +131,7 @@ def test_a_video_corrupted_in_the_middle_is_reported_as_ending_early(clip, defau
 
 
 def test_an_intact_video_still_ends_cleanly(clip, default_model):
-    r = invoke("--source", clip.path, "--model", default_model)
+    r = invoke("run", "--headless", "--source", clip.path, "--model", default_model)
     assert r.exit_code == 0, r.output
     assert f"{clip.frames} frames processed" in r.stdout and "stopped: end of source" in r.stdout
 
@@ -287,16 +281,19 @@ def test_a_recording_killed_with_sigkill_keeps_its_frames(suffix, seconds, may_l
 def test_an_existing_recording_is_never_replaced_without_overwrite(clip, default_model, tmp_path):
     video = tmp_path / "rec.mkv"
     video.write_bytes(b"yesterday's recording")
-    r = invoke("--source", clip.path, "--model", default_model, "--record", video, "--max-frames", 5)
+    r = invoke("run", "--headless", "--source", clip.path,
+               "--model", default_model, "--record", video, "--max-frames", 5)
     assert_one_line_error(r, f"--record {video} already exists", "--overwrite", code=3)
     assert video.read_bytes() == b"yesterday's recording"
-    r = invoke("--source", clip.path, "--model", default_model, "--record", video, "--max-frames", 5,
+    r = invoke("run", "--headless", "--source", clip.path,
+               "--model", default_model, "--record", video, "--max-frames", 5,
                "--overwrite")
     assert r.exit_code == 0, r.output
     assert video.stat().st_size > 1000
 
 
 def test_a_container_that_a_crash_leaves_unreadable_is_refused(clip, default_model, tmp_path):
-    r = invoke("--source", clip.path, "--model", default_model, "--record", tmp_path / "rec.mp4")
+    r = invoke("run", "--headless", "--source", clip.path,
+               "--model", default_model, "--record", tmp_path / "rec.mp4")
     assert_one_line_error(r, "use .mkv", "an .mp4 does not", code=2)
     assert not (tmp_path / "rec.mp4").exists()

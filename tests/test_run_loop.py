@@ -8,9 +8,7 @@ import signal
 import time
 import urllib.request
 
-import pytest
-
-from clips import make_clip
+from conftest import invoke
 from edge_fer.api import stream
 from kiosk_helpers import alive, free_port, get_json, read_records, spawn_run, stop_run, wait_for
 
@@ -18,19 +16,16 @@ FPS = 15.0
 FRAMES = 15  # one second at FPS
 
 
-@pytest.fixture(scope="module")
-def short_clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("loop") / "short.mp4", images_dir, frames=FRAMES,
-                     fps=FPS, n_faces=1)
+#: This module's clip (conftest's `clip` fixture): one face for one second.
+CLIP = {"frames": FRAMES, "fps": FPS, "n_faces": 1}
 
 
-def test_a_looped_clip_serves_the_page_for_longer_than_the_clip(short_clip, default_model,
-                                                                  tmp_path):
+def test_a_looped_clip_serves_the_page_for_longer_than_the_clip(clip, default_model, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = tmp_path / "run.jsonl"
     clip_seconds = FRAMES / FPS
-    with spawn_run(["--source", short_clip.path, "--loop", "--realtime", "--headless", "--model",
+    with spawn_run(["--source", clip.path, "--loop", "--realtime", "--headless", "--model",
                     default_model, "--serve", f"127.0.0.1:{port}", "--log-json", log.name,
                     "--log-interval", "0.5", "-v"], cwd=tmp_path) as proc:
         wait_for(lambda: alive(proc) and (get_json(url + "api/stats") or {})
@@ -56,14 +51,14 @@ def test_a_looped_clip_serves_the_page_for_longer_than_the_clip(short_clip, defa
     assert summary["frames_processed"] <= FPS * (summary["uptime_s"] + 1)
 
 
-def test_without_loop_the_clip_ends_the_run(short_clip, default_model):
-    with stream(short_clip.path, model=default_model) as frames:
+def test_without_loop_the_clip_ends_the_run(clip, default_model):
+    with stream(clip.path, model=default_model) as frames:
         assert len(list(frames)) == FRAMES
         assert frames.summary().stop_reason == "end of source"
 
 
-def test_stream_loop_keyword_goes_on_past_the_end(short_clip, default_model):
-    with stream(short_clip.path, model=default_model, loop=True,
+def test_stream_loop_keyword_goes_on_past_the_end(clip, default_model):
+    with stream(clip.path, model=default_model, loop=True,
                 max_frames=3 * FRAMES + 4) as frames:
         indices = [r.index for r in frames]
         summary = frames.summary()
@@ -71,15 +66,10 @@ def test_stream_loop_keyword_goes_on_past_the_end(short_clip, default_model):
     assert summary.stop_reason == "max frames" and summary.error is None
 
 
-def test_the_config_key_loops_the_source(short_clip, default_model, tmp_path):
-    from click.testing import CliRunner
-
-    from edge_fer.cli import cli
-
+def test_the_config_key_loops_the_source(clip, default_model, tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text(f'[source]\nsource = "{short_clip.path}"\nloop = true\n'
+    config.write_text(f'[source]\nsource = "{clip.path}"\nloop = true\n'
                       f'[output]\nmax_frames = {2 * FRAMES + 5}\n')
-    r = CliRunner().invoke(cli, ["run", "--config", str(config), "--headless", "--model",
-                                 str(default_model)], env={"EDGE_FER_TOKEN": None})
+    r = invoke("run", "--config", str(config), "--headless", "--model", default_model)
     assert r.exit_code == 0, r.output
     assert f"{2 * FRAMES + 5} frames" in r.output and "max frames" in r.output, r.output

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from clips import FakePicamera2, make_clip
+from clips import FakePicamera2
 from edge_fer.errors import ModelError
 from edge_fer.pipeline import (CaptureOptions, PiCameraSource, Pipeline, PipelineOptions,
                                TrackerOptions, open_source)
@@ -18,9 +18,8 @@ from edge_fer.pipeline.tracking import iou_matrix
 FRAMES = 90
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("clip") / "faces.mp4", images_dir, frames=FRAMES)
+#: This module's clip (conftest's `clip` fixture).
+CLIP = {"frames": FRAMES}
 
 
 @pytest.fixture(scope="module")

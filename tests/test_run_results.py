@@ -10,18 +10,12 @@ import os
 import pytest
 
 import edge_fer
-from clips import make_clip
 from conftest import assert_one_line_error, run_cli, small_disk
 from edge_fer.errors import InputError, UsageError
 from edge_fer.pipeline.tracking import iou_matrix
 from edge_fer.sinks.results import CSV_COLUMNS, TRACK_COLUMNS
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("results") / "faces.mp4", images_dir, frames=60)
 
 
 def iou(a, b) -> float:

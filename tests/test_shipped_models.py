@@ -8,10 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from clips import make_clip
-from edge_fer.cli import cli
+from conftest import invoke
 from edge_fer_models import SHIPPED
 from stated import FERPLUS, PRIVATETEST, Scored, card, per_class_recall, privatetest, scored
 
@@ -23,10 +21,6 @@ NAMES = sorted(name for name, path in SHIPPED.items() if path.is_file())
 TOLERANCE = 0.003
 #: Per class, the same flips: this many faces of the class.
 CLASS_FLIPS = 2
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_every_shipped_model_has_a_card_with_its_figures():
@@ -112,16 +106,10 @@ def test_every_installed_backend_gives_the_same_answer(name, fer_dir):
     print(f"{name}: {', '.join(names)} compared on {len(faces)} faces")
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, images_dir):
-    return make_clip(tmp_path_factory.mktemp("shipped") / "faces.mp4", images_dir, frames=60)
-
-
 @pytest.mark.parametrize("name", sorted(set(NAMES) - {"default"}))
 def test_shipped_model_runs_in_the_pipeline(name, clip):
     """The default runs in every pipeline test; the others here, by their short name."""
-    r = CliRunner().invoke(cli, ["run", "--headless", "--source", str(clip.path), "--model", name,
-                                 "--max-frames", 30])
+    r = invoke("run", "--headless", "--source", clip.path, "--model", name, "--max-frames", 30)
     assert r.exit_code == 0, r.output
     assert "30 frames processed of 30 captured" in r.stdout
     assert "tracks_started=3" in r.stdout, "the clip's three faces were found and classified"

@@ -12,10 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from clips import make_clip
-from edge_fer.cli import cli
+from conftest import invoke
 from edge_fer.cli import run as run_command
 from edge_fer.config import load_config
 from edge_fer_models import SHIPPED
@@ -131,7 +130,7 @@ def test_the_budget_measures_every_stage(detector_weights, images_dir):
 # --- the small-board profile ---------------------------------------------------------------------
 
 def test_the_profile_is_a_valid_config_with_the_small_board_choices():
-    result = CliRunner().invoke(cli, ["check-config", str(ZERO)])
+    result = invoke("check-config", str(ZERO))
     assert result.exit_code == 0, result.output
     c = load_config(ZERO, run_command)
     assert c.get("model", "model") == str(SHIPPED["lite"])

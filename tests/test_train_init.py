@@ -3,27 +3,17 @@ model's second cosine cycle, models/lite.md), and refuses a model it cannot star
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, needs_tf
+from conftest import QUIET_TF, assert_one_line_error, needs_tf, run_cli
 
 pytestmark = needs_tf
 
 
-def run_cli(*args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
 def tiny_run(fer_dir, out, *extra, arch="edgenet-s"):
     return run_cli("train", "--arch", arch, "--data", fer_dir / "train", "--val", fer_dir / "publictest",
-                   "--epochs", 1, "--limit", 200, "--batch-size", 50, "-o", out, *extra)
+                   "--epochs", 1, "--limit", 200, "--batch-size", 50, "-o", out, *extra, env=QUIET_TF)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, needs_tf
+from conftest import QUIET_TF, assert_one_line_error, needs_tf, run_cli
 from edge_fer.ferplus import CLASSES, COLUMNS, VOTE_COLUMNS
 
 pytestmark = needs_tf
-
-
-def run_cli(*args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 def _pattern(kind: str, rng) -> np.ndarray:
@@ -82,11 +76,11 @@ def tiny_args(root, out, *extra, val=None):
 
 
 def tiny(root, out, *extra, val=None):
-    return run_cli(*tiny_args(root, out, *extra, val=val))
+    return run_cli(*tiny_args(root, out, *extra, val=val), env=QUIET_TF)
 
 
 def ferplus_accuracy(model, root):
-    proc = run_cli("evaluate", "--data", root / "publictest", "-m", model, "--json")
+    proc = run_cli("evaluate", "--data", root / "publictest", "-m", model, "--json", env=QUIET_TF)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fp = json.loads(proc.stdout)["ferplus"]
     assert fp["count"] == 40, "the publictest faces with votes"
@@ -125,7 +119,8 @@ def test_votes_with_a_teacher_and_the_shared_data(tmp_path, fer_dir, default_mod
     out = tmp_path / "student.keras"
     proc = run_cli("train", "--arch", "edgenet-lite", "--data", fer_dir / "train",
                    "--val", fer_dir / "publictest", "--epochs", 1, "--limit", 200,
-                   "--batch-size", 64, "--teacher", default_model, "--targets", "votes", "-o", out)
+                   "--batch-size", 64, "--teacher", default_model, "--targets", "votes", "-o", out,
+                   env=QUIET_TF)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prov = json.loads((tmp_path / "student.keras.json").read_text())["provenance"]
     fp = prov["ferplus"]
@@ -166,7 +161,7 @@ def test_an_interrupted_votes_run_resumes_with_the_same_command(tmp_path, disagr
     proc.wait(timeout=120)
     done = len(history.read_text().splitlines()) - 1
     assert 2 <= done < 8, "stopped part-way"
-    again = run_cli(*args)
+    again = run_cli(*args, env=QUIET_TF)
     assert again.returncode == 0, again.stderr[-3000:]
     epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
     assert epochs == list(range(8)), "the second sitting went on from where the first stopped"
