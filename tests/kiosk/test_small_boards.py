@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 
 from clips import make_clip
-from conftest import invoke
+from conftest import REPO, invoke
 from edge_fer.cli import run as run_command
 from edge_fer.config import load_config
 from edge_fer_models import SHIPPED
 from kiosk_helpers import free_port, read_records
 
-REPO = Path(__file__).resolve().parent.parent
 ZERO = REPO / "systemd" / "config.zero.toml"
 EXAMPLE = REPO / "systemd" / "config.example.toml"
 INSTALL = REPO / "systemd" / "install.sh"

@@ -4,14 +4,14 @@ through the real pipeline with each shipped detector at its default --detect-eve
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from edge_fer.pipeline.tracking import BoxKalman, IouTracker, TrackerOptions
 from walkpast import CLIPS, make_walk_past, score_tracks
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from tracking import MAX_TRACKS_PER_PERSON, MIN_BETWEEN_IOU, track_clip  # noqa: E402
 
 

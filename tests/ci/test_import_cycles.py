@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "edge_fer"
+from conftest import REPO
+
+PACKAGE = REPO / "edge_fer"
 
 
 def _module_name(path: Path) -> str:

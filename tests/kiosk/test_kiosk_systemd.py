@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from edge_fer.cli import run as cli_run
 from edge_fer.config import load_config
 from edge_fer.sinks.server import ServerOptions, ServerSink
 from kiosk_helpers import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"
 INSTALL = SYSTEMD / "install.sh"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, needs_tf
-from test_convert import run_cli
+from conftest import assert_one_line_error, needs_tf, run_cli
 
 pytestmark = needs_tf
 
@@ -143,7 +142,7 @@ def test_balance_needs_validation_data(members, tmp_path):
 def test_balance_needs_a_head_whose_logits_can_shift(val_npz, tmp_path):
     """Offsets go into the bias of the layer making the logits; behind a ReLU they would not be
     offsets of the logits, so such a member is refused (convolutional heads, as mini-Xception's,
-    are fine: tests/test_logit_adjust.py)."""
+    are fine: tests/convert/test_logit_adjust.py)."""
     import keras
 
     inp = keras.Input((48, 48, 1))

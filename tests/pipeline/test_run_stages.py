@@ -9,11 +9,11 @@ import sys
 import threading
 import time
 from dataclasses import FrozenInstanceError, fields
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from edge_fer.errors import SourceError, UsageError
 from edge_fer.pipeline.capture import (CaptureOptions, CaptureStage, PiCameraSource, Source,
                                        as_bgr, open_source, parse_camera, redact_url)
@@ -113,7 +113,7 @@ def test_stats_snapshot_is_the_typed_figures():
 
 
 def test_readme_defines_every_figure():
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     table = readme.split("### Figures", 1)[1].split("\n#", 1)[0]
     missing = [f.name for f in fields(StatsSnapshot) if f"`{f.name}`" not in table]
     assert not missing and "`fps_mean`" in table, f"README's Figures table lacks {missing}"
@@ -372,7 +372,7 @@ def test_stop_while_a_live_source_is_down_is_a_stop_not_a_failure():
 
 class _BrokenCamera:
     """picamera2-like object whose start fails (a camera is busy or absent in picamera2's
-    constructor instead: tests/test_pi_camera.py)."""
+    constructor instead: tests/pipeline/test_pi_camera.py)."""
 
     def __init__(self, message):
         self.message = message

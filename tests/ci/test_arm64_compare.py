@@ -10,13 +10,11 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import invoke
+from conftest import REPO, invoke
 
-REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("arm64_compare", REPO / "ci" / "arm64_compare.py")
 cmp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cmp)

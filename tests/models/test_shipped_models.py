@@ -122,7 +122,7 @@ def _shipped_test_with_cards(cards, name):
 
     from conftest import REPO
 
-    test = f"tests/test_shipped_models.py::test_shipped_model_scores_its_card_figure[{name}]"
+    test = f"tests/models/test_shipped_models.py::test_shipped_model_scores_its_card_figure[{name}]"
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
                           cwd=REPO, env={**os.environ, "EDGE_FER_CARDS_DIR": str(cards)},
                           capture_output=True, text=True, timeout=300)

@@ -2,7 +2,7 @@
 `evaluate --help` (and the host commands' and the group's), the config-file schema and
 `stream()`'s keywords, compared with
 tests/expected/cli_surface.json. An option changed on purpose is re-recorded with
-`python tests/test_cli_surface.py` and the diff of the JSON file reviewed like code."""
+`python tests/ci/test_cli_surface.py` and the diff of the JSON file reviewed like code."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-EXPECTED = Path(__file__).parent / "expected" / "cli_surface.json"
+EXPECTED = Path(__file__).resolve().parents[1] / "expected" / "cli_surface.json"
 
 
 def surface() -> dict:

@@ -11,13 +11,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import invoke
+from conftest import REPO, invoke
 from edge_fer.cli import config_option, detector_options, model_options, run
 from edge_fer.config import (CONFIG_PARAM, SECTIONS, ConfigError, default_map, load_config,
                              locate_keys, parse_address, parse_config, schema_for)
 from edge_fer.errors import InputError, UsageError
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "systemd" / "config.example.toml"
 
 

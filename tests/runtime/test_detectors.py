@@ -16,7 +16,7 @@ import pytest
 
 from clips import TEST_IMAGE_FACES, match_boxes
 from stated import benchmark_photos, detector_photo_counts
-from conftest import CNN_DETECTORS, assert_one_line_error, needs_tf, run_cli
+from conftest import CNN_DETECTORS, REPO, assert_one_line_error, needs_tf, run_cli
 from edge_fer.detector import (DETECTORS, BlazeFaceFull, BlazeFaceShort, CropTransform,
                                DetectorOptions, FaceDetector, create_detector,
                                crop_face, crop_face_levelled, roll_degrees)
@@ -428,7 +428,7 @@ def test_predict_json_carries_landmarks_only_from_detectors_that_have_them(detec
 
 
 def test_the_pi_budget_estimates_each_detector_at_its_own_interval():
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import pi_budget
     finally:
