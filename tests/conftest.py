@@ -1,5 +1,6 @@
-"""Shared fixtures: where ../shared is, the shipped model, and skips with a reason when absent
-(failures under CI: see ci_skips.py)."""
+"""Shared fixtures and helpers for every test folder (tests/README.md): where ../shared is, the
+shipped model, the test clip, the CLI run two ways (`run_cli`, `invoke`), and skips with a reason
+when something is absent (failures under CI: see ci_skips.py)."""
 
 from __future__ import annotations
 
