@@ -2,7 +2,7 @@
 
 Scores the float model once, then each tau by the formula `convert` folds into the logits'
 bias (`logit_adjust.shifted`: probabilities times prior^-tau, renormalized;
-tests/test_logit_adjust.py checks the two agree), and prints accuracy and macro recall per
+tests/convert/test_logit_adjust.py checks the two agree), and prints accuracy and macro recall per
 tau. The rule used for the shipped models: the largest tau whose accuracy is within
 `--max-loss` points (default 0.3, the loss that asks for QAT in conversion) of the unadjusted
 model's, i.e. the most recall for at most 0.3 points. Choose on PublicTest; PrivateTest is

@@ -71,7 +71,7 @@ PINS=$REPO/ci/arm64-pins.txt
 # The runtime's own tests that need no TensorFlow and start no child Python (qemu-user cannot
 # exec an aarch64 binary without binfmt_misc, which a CI container does not have; so the
 # import-cycle test, which starts a fresh interpreter per module, is left out).
-ARM64_TESTS=${EDGE_FER_ARM64_TESTS:-"tests/test_arm64_compare.py tests/test_classifier.py tests/test_run_stages.py tests/test_run_log.py tests/test_kiosk_config.py tests/test_files.py"}
+ARM64_TESTS=${EDGE_FER_ARM64_TESTS:-"tests/ci/test_arm64_compare.py tests/runtime/test_classifier.py tests/pipeline/test_run_stages.py tests/pipeline/test_run_log.py tests/kiosk/test_kiosk_config.py tests/runtime/test_files.py"}
 PLAT="--platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_31_aarch64 --platform manylinux_2_34_aarch64"
 # Bumped when the way a cached part is built changes, so old caches are rebuilt.
 CACHE_FORMAT=1

@@ -1,10 +1,10 @@
 #!/bin/bash
-# CI dependencies of the kiosk tests (tests/test_kiosk_*.py); called from .ci/run as root.
+# CI dependencies of the kiosk tests (tests/kiosk/); called from .ci/run as root.
 #   chromium, chromium-driver   the page in headless Chromium (Selenium)
 #   systemd                     systemd-analyze verify / security on the units
 #   python3-venv, -setuptools   install.sh builds a venv from /usr/bin/python3 into a DESTDIR
 #   curl, util-linux, shellcheck  the kiosk launcher's page check; setpriv; lint of the scripts
-#   mosquitto, mosquitto-clients  the MQTT broker tests/test_mqtt.py starts (never as a service)
+#   mosquitto, mosquitto-clients  the MQTT broker tests/kiosk/test_mqtt.py starts (never as a service)
 # The Python side (prometheus-client, systemd-watchdog, selenium) is in setup.cfg
 # (install_requires and the dev extra), installed with the package by tests/run.sh.
 set -euo pipefail

@@ -8,7 +8,6 @@ improves; the final file carries edge-fer metadata (labels, colour, normalizatio
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -525,7 +524,3 @@ def save_keras_with_metadata(model, path: Path, meta: ModelMetadata) -> None:
 
 def command_line() -> str:
     return "edge-fer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def result_json(result: TrainResult) -> str:
-    return json.dumps(asdict(result), indent=2)

@@ -32,12 +32,12 @@ class Allowed:
 
 #: Skips CI may take, each with the reason. Keep it short: every entry is a check CI never runs.
 ALLOWED: tuple[Allowed, ...] = (
-    Allowed("tests/test_classifier.py::test_every_installed_backend_gives_the_same_answer",
+    Allowed("tests/runtime/test_classifier.py::test_every_installed_backend_gives_the_same_answer",
             "one interpreter backend installed",
             "the arm64 lane's guest installs the runtime alone (ai-edge-litert, no TensorFlow), "
             "so it has no second interpreter; on x86 CI both are installed and compared",
             machine="aarch64"),
-    Allowed("tests/test_shipped_models.py::test_every_installed_backend_gives_the_same_answer*",
+    Allowed("tests/models/test_shipped_models.py::test_every_installed_backend_gives_the_same_answer*",
             "one interpreter backend installed",
             "the same, should the arm64 lane's guest run this file", machine="aarch64"),
 )

@@ -1,5 +1,6 @@
-"""Shared fixtures: where ../shared is, the shipped model, and skips with a reason when absent
-(failures under CI: see ci_skips.py)."""
+"""Shared fixtures and helpers for every test folder (tests/README.md): where ../shared is, the
+shipped model, the test clip, the CLI run two ways (`run_cli`, `invoke`), and skips with a reason
+when something is absent (failures under CI: see ci_skips.py)."""
 
 from __future__ import annotations
 
@@ -137,15 +138,73 @@ def assert_one_line_error(result, *needles, code=None) -> str:
     return err[0]
 
 
-def run_cli(*args, env=None, preexec_fn=None, timeout=120):
+#: `run_cli(..., env=QUIET_TF)`: for commands that load TensorFlow, whose C++ log is not what
+#: those tests read.
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run_cli(*args, env=None, preexec_fn=None, timeout=600):
     """The real entry point in a subprocess: exit code and both streams, as a user sees them
-    (what C libraries such as OpenCV print included)."""
+    (what C libraries such as OpenCV print included). The command gets this process's
+    environment without the TF_CPP_* variables (TensorFlow sets one once it loads in here, so
+    they would depend on which tests ran first), as a user's shell has it, with `env` laid over
+    it. `timeout` is pytest's own per-test limit (setup.cfg): it only catches a hang."""
     import subprocess
     import sys
 
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
     return subprocess.run([sys.executable, "-m", "edge_fer", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          text=True, timeout=timeout, env={**base, **(env or {})},
                           preexec_fn=preexec_fn)
+
+
+#: What a kiosk's environment may hold that would change a command's behaviour: `invoke` starts
+#: without them unless a test gives them.
+KIOSK_ENV = ("EDGE_FER_CONFIG", "EDGE_FER_TOKEN", "NOTIFY_SOCKET")
+
+
+def invoke(*args, env=None):
+    """`edge-fer ARGS` in this process through click's CliRunner: quicker than `run_cli`, and
+    an exception the CLI does not turn into an exit code fails the test with its traceback.
+    `env` (None removes a variable) is laid over this process's environment without KIOSK_ENV."""
+    from click.testing import CliRunner
+
+    # Loaded on first use, as default_model loads edge_fer_models, not when pytest reads this file.
+    from edge_fer.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False,
+                              env={**dict.fromkeys(KIOSK_ENV), **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def clip_factory(tmp_path_factory, images_dir):
+    """`make(**kw) -> Clip`: a clip of the shared faces written by tests/clips.py's make_clip
+    (its keywords, plus `suffix`, ".mp4" unless given), made once per set of keywords in a
+    session: the tests only read their clips."""
+    # Imported here, not at the top: this file alone (with ci_skips.py) must load, as in the
+    # bare checkout test_ci_skips runs tests/run.sh in.
+    from clips import make_clip
+
+    made = {}
+
+    def make(suffix: str = ".mp4", **kw):
+        key = (suffix, tuple(sorted(kw.items())))
+        if key not in made:
+            made[key] = make_clip(tmp_path_factory.mktemp("clip") / f"faces{suffix}", images_dir, **kw)
+        return made[key]
+
+    return make
+
+
+#: The clip a module's `clip` fixture gives unless the module sets `CLIP` (keywords of clip_factory).
+DEFAULT_CLIP = {"frames": 60}
+
+
+@pytest.fixture(scope="module")
+def clip(request, clip_factory):
+    """This module's test clip: `clip_factory(**CLIP)` with the module's `CLIP` dict, or
+    DEFAULT_CLIP (three faces, 60 frames at 30 fps, as .mp4)."""
+    return clip_factory(**getattr(request.module, "CLIP", DEFAULT_CLIP))
 
 
 def small_disk(limit: int = 20_000) -> None:

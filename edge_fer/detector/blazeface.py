@@ -8,7 +8,7 @@ NonMaxSuppressionCalculator) turns them into faces with: anchors from SsdAnchors
 fixed anchor size, coordinates divided by the input size, scores clipped to +-100 then a sigmoid,
 a score threshold, then *weighted* non-maximum suppression (IoU 0.3: overlapping candidates are
 averaged, weighted by score, instead of dropped), and the letterbox removed. This module follows
-those steps; `tests/test_detectors.py` checks them on real photos.
+those steps; `tests/runtime/test_detectors.py` checks them on real photos.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class BlazeFaceModel:
     smallest_tile: int = 256
     """Photos: side in photo pixels of the smallest tiles `detect_photo` looks at (faces of
     about a third of it and larger); 256 found every face Haar finds on the shared group photos
-    with both models (tests/test_detectors.py)."""
+    with both models (tests/runtime/test_detectors.py)."""
 
 
 SHORT_RANGE = BlazeFaceModel("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2, 0.5)
@@ -153,13 +153,9 @@ class BlazeFaceDetector(FaceDetector):
         tensor = canvas.astype(np.float32)[None] * (2.0 / 255.0) - 1.0
         return tensor, scale, ox, oy
 
-    def raw_faces(self, frame: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    def _decode(self, tensor: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         """Faces as (box xmin, ymin, xmax, ymax; score; keypoints K x 2) in input pixels of the
         letterboxed frame, after thresholding and weighted NMS."""
-        tensor, _, _, _ = self._letterbox(frame)
-        return self._decode(tensor)
-
-    def _decode(self, tensor: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         self._interp.set_tensor(self._in, tensor)
         self._interp.invoke()
         raw = self._interp.get_tensor(self._boxes_out)[0]

@@ -338,10 +338,6 @@ class ScoreSmoother:
     def __contains__(self, track_id: int) -> bool:
         return track_id in self._tracks
 
-    @property
-    def track_ids(self) -> set[int]:
-        return set(self._tracks)
-
     def update(self, track_id: int, probs: np.ndarray) -> Smoothed:
         h = self._tracks.get(track_id)
         if h is None:

@@ -126,10 +126,6 @@ class JsonLinesSink(Sink):
         """Why writing stopped, or None."""
         return self._writer.error
 
-    @property
-    def lines_written(self) -> int:
-        return self._writer.written
-
     @staticmethod
     def _line(kind: str, fields: dict, at: float | None) -> str:
         return json.dumps({"type": kind, "time": round(time.time() if at is None else at, 3), **fields})

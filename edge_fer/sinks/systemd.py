@@ -195,10 +195,6 @@ class ServiceMonitor(Sink):
             self.notifier.status(text)
             self._last_status = text
 
-    @property
-    def ready_sent(self) -> bool:
-        return self._ready_sent
-
     def close(self) -> None:
         """Stop the thread and tell systemd the service is stopping."""
         if self._stop.is_set():
