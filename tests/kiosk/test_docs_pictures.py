@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -22,15 +21,11 @@ from clips import textured_background
 from kiosk_helpers import LABELS, REPO, alive, free_port, get_json, spawn_run, stop_run, wait_for
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium (the dev extra)")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from chromium import NEEDS_CHROMIUM, headless_chromium  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (ci/kiosk-deps.sh)")
+pytestmark = NEEDS_CHROMIUM
 
 DOCS_IMG = REPO / "docs" / "img"
 PICTURES = ("kiosk.png", "annotated-photo.png")
@@ -97,17 +92,7 @@ def scene(tmp_path_factory, fer_dir, default_model):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1024,720", "--hide-scrollbars",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
+    yield from headless_chromium(tmp_path_factory.mktemp("chromium"), (1024, 720), "--hide-scrollbars")
 
 
 def decode(png: bytes) -> np.ndarray:

@@ -3,7 +3,6 @@ updates and the faces the pipeline found show up with their labels."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 
 import pytest
@@ -13,15 +12,11 @@ from edge_fer.sinks.base import Sink
 from edge_fer.sinks.server import ServerOptions, ServerSink
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium (the dev extra)")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from chromium import NEEDS_CHROMIUM, headless_chromium  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (ci/kiosk-deps.sh)")
+pytestmark = NEEDS_CHROMIUM
 TOKEN = "browser-test-token-0123456789"
 
 # Draws the <img> into a canvas and hashes its pixels: changes when a new MJPEG part is shown.
@@ -79,17 +74,7 @@ def live(clip, default_model):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1024,768",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
+    yield from headless_chromium(tmp_path_factory.mktemp("chromium"), (1024, 768))
 
 
 def shown_faces(driver) -> set[tuple[int, str]]:
