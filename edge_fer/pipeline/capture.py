@@ -3,9 +3,6 @@
 Sources only know how to open, read and close; this stage owns pacing, bounds (`--max-frames`,
 `--duration`) and reconnecting live sources with backoff, so every source behaves the same way
 in those respects.
-
-The sources' names are imported here too (`from edge_fer.pipeline.capture import
-PiCameraSource, open_source, ...`), as before they had a package of their own.
 """
 
 from __future__ import annotations
@@ -18,14 +15,7 @@ from typing import Callable
 
 from edge_fer.errors import SourceError
 from edge_fer.pipeline.queues import LatestQueue
-from edge_fer.pipeline.sources import (FALLBACK_FPS, CaptureOptions, Frame, ImageFolderSource,
-                                      OpenCVSource, PiCameraSource, Source, StreamSource,
-                                      USBCameraSource, VideoFileSource, as_bgr, open_source,
-                                      parse_camera, redact_url)
-from edge_fer.pipeline.sources.picamera import (PICAMERA2_MISSING, PICAMERA_BUSY,
-                                                PICAMERA_BUSY_CLEARS_S, PICAMERA_FAILED,
-                                                PICAMERA_NOT_FOUND)
-from edge_fer.pipeline.sources.video_file import TEXT_CODECS
+from edge_fer.pipeline.sources import FALLBACK_FPS, CaptureOptions, Frame, Source, as_bgr
 from edge_fer.pipeline.stage import Stage
 from edge_fer.pipeline.stats import PipelineStats
 
@@ -161,9 +151,3 @@ class CaptureStage(Stage):
     def close(self) -> None:
         self.source.close()
 
-
-__all__ = ["FALLBACK_FPS", "PICAMERA2_MISSING", "PICAMERA_BUSY", "PICAMERA_BUSY_CLEARS_S",
-           "PICAMERA_FAILED", "PICAMERA_NOT_FOUND", "TEXT_CODECS", "CaptureOptions",
-           "CaptureStage", "Frame", "ImageFolderSource", "OpenCVSource", "PiCameraSource",
-           "Source", "StreamSource", "USBCameraSource", "VideoFileSource", "as_bgr",
-           "open_source", "parse_camera", "redact_url"]

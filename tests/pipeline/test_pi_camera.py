@@ -18,8 +18,9 @@ from clips import (LIBCAMERA_BUSY, PICAMERA2_INIT_FAILED, FakePicamera2,
                    FakePicamera2WithoutCaptureArrays)
 from conftest import REPO, assert_one_line_error, run_cli
 from edge_fer.errors import SourceError
-from edge_fer.pipeline.capture import (PICAMERA_BUSY_CLEARS_S, CaptureOptions, CaptureStage,
-                                       PiCameraSource)
+from edge_fer.pipeline.capture import CaptureStage
+from edge_fer.pipeline.sources import CaptureOptions, PiCameraSource
+from edge_fer.pipeline.sources.picamera import PICAMERA_BUSY_CLEARS_S
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.stats import PipelineStats
 
@@ -240,12 +241,11 @@ def test_the_service_outwaits_a_camera_left_busy_by_an_unclean_kill():
     """systemd restarts edge-fer RestartSec after a failure; the camera its killed predecessor
     held may stay busy PICAMERA_BUSY_CLEARS_S. The run's own retry window (--source-timeout's
     default, which the service's config keeps) must cover that, and the start timeout the retry."""
-    from edge_fer.pipeline.capture import CaptureOptions as Options
 
     service = _unit("edge-fer.service")
     restart_s = float(service["Service"]["RestartSec"])
     start_timeout_s = float(service["Service"]["TimeoutStartSec"])
-    window_s = Options().reconnect_timeout_s
+    window_s = CaptureOptions().reconnect_timeout_s
     assert service["Service"]["Restart"] in ("on-failure", "always")
     assert service["Unit"]["StartLimitIntervalSec"] == "0", "a start limit would give up for good"
     # Busy at the restart, the camera is free before the new run gives up on it; busy for

@@ -15,8 +15,9 @@ import pytest
 
 from conftest import REPO
 from edge_fer.errors import SourceError, UsageError
-from edge_fer.pipeline.capture import (CaptureOptions, CaptureStage, PiCameraSource, Source,
-                                       as_bgr, open_source, parse_camera, redact_url)
+from edge_fer.pipeline.capture import CaptureStage
+from edge_fer.pipeline.sources import (CaptureOptions, PiCameraSource, Source, StreamSource, as_bgr,
+                                       open_source, parse_camera, redact_url)
 from edge_fer.pipeline.queues import LatestQueue
 from edge_fer.pipeline.runner import Pipeline
 from edge_fer.pipeline.stats import PipelineStats, RateMeter, Rolling
@@ -434,7 +435,6 @@ def test_pi_camera_rejects_a_lores_stream_of_the_wrong_shape(tmp_path):
 def test_http_stream_that_goes_away_mid_run_is_reconnected(images_dir, tmp_path, caplog):
     """A real FFmpeg stream over HTTP: the camera goes away mid-run and comes back."""
     from clips import clip_jpegs, make_clip, mjpeg_server, stop_server
-    from edge_fer.pipeline.capture import StreamSource
 
     jpegs = clip_jpegs(make_clip(tmp_path / "live.mp4", images_dir, frames=20, n_faces=1))
     server = mjpeg_server(jpegs)
