@@ -26,11 +26,8 @@ from edge_fer.config.ownership import check_ownership
 from edge_fer.config.schema import (CONFIG_PARAM, FILE_ONLY, INPUT_FILES, Key, describe_keys,
                                     schema_for)
 from edge_fer.config.validate import Config, ConfigError, parse_config
-# Names callers have imported from the single module this package replaces.
-from edge_fer.network import is_loopback, parse_address
-from edge_fer.options import SECTIONS
 
 __all__ = ["CONFIG_META", "CONFIG_PARAM", "DEFAULT_CONFIG_PATH", "FILE_ONLY", "INPUT_FILES",
-           "SECTIONS", "Config", "ConfigError", "Key", "apply_config", "check_ownership",
-           "default_map", "describe_keys", "file_only", "is_loopback", "load_config",
-           "locate_keys", "parse_address", "parse_config", "schema_for"]
+           "Config", "ConfigError", "Key", "apply_config", "check_ownership", "default_map",
+           "describe_keys", "file_only", "load_config", "locate_keys", "parse_config",
+           "schema_for"]

@@ -13,9 +13,11 @@ from click.testing import CliRunner
 
 from conftest import REPO, invoke
 from edge_fer.cli import config_option, detector_options, model_options, run
-from edge_fer.config import (CONFIG_PARAM, SECTIONS, ConfigError, default_map, load_config,
-                             locate_keys, parse_address, parse_config, schema_for)
+from edge_fer.config import (CONFIG_PARAM, ConfigError, default_map, load_config, locate_keys,
+                             parse_config, schema_for)
 from edge_fer.errors import InputError, UsageError
+from edge_fer.network import parse_address
+from edge_fer.options import SECTIONS
 
 EXAMPLE = REPO / "systemd" / "config.example.toml"
 
