@@ -148,13 +148,14 @@ class EdgeFerGroup(click.Group):
     """The command group, with click's own errors (a bad option value, an unknown option, a
     missing argument) shown as the one `edge-fer: error:` line every other error is, exit 2.
     Every command (a sub-group's too) also takes `-v` after its name. `commands`: where the
-    commands of other packages come from (`plugin_commands`)."""
+    commands of other packages come from: the top-level group passes `plugin_commands`; a
+    sub-group (`detectors`) has none, so `edge-fer detectors train` is no command."""
 
     group_class = type  # sub-groups (`detectors`) are EdgeFerGroups: their commands get -v too
 
     def __init__(self, *args, commands: Callable[[], dict[str, EntryPoint]] | None = None, **kw):
         super().__init__(*args, **kw)
-        self._plugins = commands or plugin_commands
+        self._plugins = commands or dict
 
     def list_commands(self, ctx) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
@@ -210,7 +211,8 @@ class EdgeFerGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=EdgeFerGroup, context_settings={"help_option_names": HELP_OPTION_NAMES})
+@click.group(cls=EdgeFerGroup, commands=plugin_commands,
+             context_settings={"help_option_names": HELP_OPTION_NAMES})
 @click.version_option(__version__, prog_name="edge-fer")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:

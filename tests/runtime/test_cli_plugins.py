@@ -30,6 +30,19 @@ def test_the_host_commands_come_from_the_toolchain_entry_points():
     assert listed == sorted(listed)
 
 
+def test_the_host_commands_join_the_top_level_group_only():
+    """`detectors` is a sub-group: its help lists `fetch` alone, and `detectors train` is no
+    command (it once listed, and ran, every host command)."""
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["detectors", "--help"])
+    assert listed.exit_code == 0, listed.output
+    commands = listed.output.split("Commands:")[1].split()
+    assert commands[0] == "fetch" and not {"train", "ensemble", "convert"} & set(commands), listed.output
+    r = subprocess.run([sys.executable, "-m", "edge_fer", "detectors", "train", "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "No such command 'train'" in r.stderr, r.stderr
+
+
 def test_a_host_command_runs_with_the_groups_error_handling(tmp_path):
     # The command's own UsageError (int8 without calibration data), shown as one line, exit 2.
     r = subprocess.run([sys.executable, "-m", "edge_fer", "convert", str(tmp_path / "none.h5")],
