@@ -34,7 +34,8 @@ from edge_fer.backends import BACKENDS, available_backends, load_backend
 from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.datasets import LabelledImages, load_labelled, remap_labels, stratified_indices
 from edge_fer.errors import InputError, ModelError, UsageError
-from edge_fer.evaluate import Scores, evaluate_probs
+from edge_fer.ferplus import VotesDoNotFit, load_folder_votes
+from edge_fer.evaluate import Scores, evaluate_probs, votes_for
 from edge_fer.files import write_atomically
 from edge_fer.metadata import ModelMetadata, embed
 from edge_fer_convert.keras_env import tensorflow_module
@@ -178,6 +179,10 @@ class ConvertReport:
     plot: str | None = None
     logit_adjustment: dict | None = None
     """tau, class prior and layer of `--logit-adjust`; both columns include it."""
+    validation_labels: str | None = None
+    """What the validation faces were scored against: for a model trained on the FER+ votes,
+    their FER+ majority (with the protocol's tallies) where the votes file sits beside the
+    folder; else the data's own labels."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,6 +194,8 @@ class ConvertReport:
             la = self.logit_adjustment
             rows.append(f"logit adjustment: tau {la['tau']:g} on {la['layer']}'s bias, prior from "
                         f"{la['prior_from']} (in both columns)")
+        if self.validation_labels:
+            rows.append(f"validation scored against {self.validation_labels}")
         rows.append(f"{'':<18}{'float (Keras)':>16}{self.quantization + ' (TFLite)':>18}")
         if f.scores and q.scores:
             rows.append(f"{'accuracy %':<18}{f.scores['accuracy'] * 100:>16.2f}{q.scores['accuracy'] * 100:>18.2f}")
@@ -230,6 +237,27 @@ def _load_data(source: str, size, color, limit, usage, seed, classes=None) -> La
         raise InputError(f"no images in {source}")
     # Unlabelled faces (an .npz without labels) calibrate fine; scoring refuses them later.
     return remap_labels(data, classes) if classes and data.classes else data
+
+
+def _clean_labels(val: LabelledImages, source: str, provenance: dict) -> tuple[LabelledImages, str]:
+    """The validation faces to score a model on, against what it was trained towards: for a
+    model trained on the FER+ votes (`edge-fer train --targets votes|majority`), the faces with
+    a single FER+ majority, labelled with it, where the votes file sits beside the folder (its
+    epoch was chosen on them; FER2013's own labels would call its agreement with the annotators
+    a quantization loss); else `val` as loaded."""
+    if provenance.get("targets") not in ("votes", "majority"):
+        return val, "the data's own labels"
+    path, _ = votes_for(source, None)
+    if path is None:
+        return val, "the data's own labels"
+    try:
+        fv = load_folder_votes(path, source, val.paths, val.classes)
+    except VotesDoNotFit as exc:
+        log.info("validation scored on the data's own labels: %s", exc)
+        return val, "the data's own labels"
+    kept = fv.kept
+    clean = LabelledImages(val.images[kept], fv.majority[kept], val.classes, [val.paths[i] for i in kept])
+    return clean, f"the FER+ majority ({path}: {fv.counts.summary()})"
 
 
 def float_ops(model_content: bytes) -> list[str]:
@@ -438,12 +466,15 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
         adjusted = adjust_logits(loaded.model, meta.labels, opts.logit_adjust, meta.provenance,
                                  pool.labels if pool is not None and pool.classes else None)
     val = None
+    val_labels = None
     float_scores = None
     if opts.validation:
         val = _load_data(opts.validation, size, meta.color, opts.validation_limit,
                          opts.validation_usage or opts.usage, opts.seed, classes=meta.labels)
         if not val.classes:
             raise InputError(f"the validation data {opts.validation} has no labels: give labelled faces")
+        val, val_labels = _clean_labels(val, opts.validation, meta.provenance)
+        log.info("validation faces scored against %s", val_labels)
         float_scores = evaluate_probs(float_clf.predict_proba, val, batch=128)
     prep = _preprocessing(src, meta, size, opts)
     # The output's metadata while scoring candidates: preprocessing as the runtime will apply it.
@@ -524,7 +555,8 @@ def convert(model_path: str | os.PathLike, options: ConvertOptions) -> ConvertRe
             method=chosen_attempt.name, max_drop=opts.max_drop,
             attempts=[{**asdict(a), "name": a.name, "summary": a.summary()} for a in runs.done],
             qat=qat_info, preprocessing=prep,
-            logit_adjustment=adjusted.to_dict() if adjusted is not None else None)
+            logit_adjustment=adjusted.to_dict() if adjusted is not None else None,
+            validation_labels=val_labels)
         plot = Path(opts.plot) if opts.plot else (Path(opts.report).with_suffix(".png") if opts.report else None)
         if plot is not None and val is not None:
             png = confusion_png([("float (Keras)", f_sum.scores),

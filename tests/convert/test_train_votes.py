@@ -100,9 +100,34 @@ def test_training_on_votes_follows_the_votes_not_the_folder(tmp_path, disagreein
                            "not_a_face": 5, "unmatched": 20}
     assert fp["train_faces_used"] == 140, "the 5 not-a-face faces are left out"
     assert fp["val"]["kept"] == 40
+    # The class shares `convert --logit-adjust` removes: what the model was trained towards
+    # (60 faces voted 7/2/1 happy/neutral/surprise, 60 voted 8/2 angry/sad, 4 unvoted per
+    # other class on their own label), not the folders' counts.
+    learned = {"votes": {"angry": 48, "disgust": 4, "fear": 4, "happy": 42, "neutral": 16, "sad": 16,
+                         "surprise": 10},
+               "majority": {"angry": 60, "disgust": 4, "fear": 4, "happy": 60, "neutral": 4, "sad": 4,
+                            "surprise": 4}}[targets]
+    assert prov["train_counts"] == pytest.approx(learned), prov["train_counts"]
     # The epoch was chosen on the FER+ majority of the 40 validation faces with votes.
     assert prov["best_val_accuracy"] >= 0.9
     assert ferplus_accuracy(out, disagreeing) >= 0.9
+
+
+def test_convert_scores_validation_faces_against_their_votes(tmp_path, disagreeing):
+    """`convert --validation` on a folder with votes beside it measures against the FER+
+    majority: the training folder's faces are filed against their votes, so a votes-trained
+    model is right about nearly all of them by the votes and wrong by the folders."""
+    out = tmp_path / "votes.keras"
+    assert tiny(disagreeing, out, "--targets", "votes").returncode == 0
+    report = tmp_path / "report.json"
+    proc = run_cli("convert", out, "-o", tmp_path / "votes.tflite", "--calibration", disagreeing / "train",
+                   "--validation", disagreeing / "train", "--report", report, env=QUIET_TF)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(report.read_text())
+    assert r["validation_labels"].startswith("the FER+ majority") and "120 of 145 faces" in r["validation_labels"]
+    assert "validation scored against the FER+ majority" in proc.stdout
+    for side in ("float_model", "converted"):
+        assert r[side]["scores"]["count"] == 120 and r[side]["scores"]["accuracy"] >= 0.9, r[side]["scores"]
 
 
 def test_training_on_labels_follows_the_folder(tmp_path, disagreeing):
