@@ -6,7 +6,9 @@ tests/convert/test_logit_adjust.py checks the two agree), and prints accuracy an
 tau. The rule used for the shipped models: the largest tau whose accuracy is within
 `--max-loss` points (default 0.3, the loss that asks for QAT in conversion) of the unadjusted
 model's, i.e. the most recall for at most 0.3 points. Choose on PublicTest; PrivateTest is
-for reporting the converted model.
+for reporting the converted model. Where the FER+ votes file sits beside the folder, the faces
+are scored against their FER+ majority (the faces `edge-fer evaluate` keeps), else against
+the folder's labels.
 
     python benchmarks/logit_adjust.py runs/lite120.keras --data ../shared/datasets/fer2013/publictest
 """
@@ -23,7 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_fer.datasets import load_labelled  # noqa: E402
-from edge_fer.evaluate import score  # noqa: E402
+from edge_fer.evaluate import score, votes_for  # noqa: E402
+from edge_fer.ferplus import load_folder_votes  # noqa: E402
 from edge_fer_convert.loader import KerasClassifier  # noqa: E402
 from edge_fer_convert.logit_adjust import class_prior, shifted  # noqa: E402
 
@@ -59,14 +62,20 @@ def main() -> int:
     clf = KerasClassifier.load(a.model)
     data = load_labelled(a.data, classes=clf.labels, size=clf.input_size, color=clf.color)
     probs = np.concatenate([clf.predict_proba(data.images[i:i + 256]) for i in range(0, len(data), 256)])
+    truth, against = data.labels, "the folder's labels"
+    votes, _ = votes_for(a.data, None)
+    if votes is not None:
+        fv = load_folder_votes(votes, a.data, data.paths, clf.labels)
+        probs, truth = probs[fv.kept], fv.majority[fv.kept]
+        against = f"the FER+ majority ({fv.counts.summary()})"
     prior, where = class_prior(clf.labels, clf.metadata.provenance, None)
-    rows = sweep(probs, data.labels, clf.labels, prior, taus)
+    rows = sweep(probs, truth, clf.labels, prior, taus)
     pick = choose(rows, a.max_loss)
     if a.json:
-        print(json.dumps({"model": a.model, "data": a.data, "prior_from": where, "rows": rows,
+        print(json.dumps({"model": a.model, "data": a.data, "against": against, "prior_from": where, "rows": rows,
                           "chosen_tau": pick["tau"], "max_loss": a.max_loss}))
         return 0
-    print(f"{a.model} on {a.data} ({len(data)} faces, float); prior from {where}")
+    print(f"{a.model} on {a.data} ({len(truth)} faces, float) against {against}; prior from {where}")
     print(f"{'tau':>5} {'accuracy %':>11} {'macro recall':>13}  " + " ".join(f"{k[:7]:>7}" for k in clf.labels))
     for r in rows:
         mark = "  <- chosen" if r is pick else ""
