@@ -109,3 +109,14 @@ def test_the_wheel_installs_the_page_and_the_cards_without_a_packaging_warning(t
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"edge_fer/web/index.html", "edge_fer/py.typed", "edge_fer/card.py",
             "edge_fer_models/default.md", "edge_fer_models/default.tflite"} <= names
+
+
+def test_the_readme_ferplus_sentence_matches_the_cards():
+    """README's comparison of the lite model with the default against the FER+ majority
+    (issue 26) is a copy of the two cards' FER+ rows."""
+    from stated import FERPLUS, scored
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    lite, default = (scored(name, FERPLUS)["accuracy"] for name in ("lite", "default"))
+    assert f"{lite * 100:.2f} % against {default * 100:.2f} % ([models/lite.md](models/lite.md))" in readme
+    assert lite > default, "the sentence says the lite model is right more often"
