@@ -120,3 +120,25 @@ def test_the_readme_ferplus_sentence_matches_the_cards():
     lite, default = (scored(name, FERPLUS)["accuracy"] for name in ("lite", "default"))
     assert f"{lite * 100:.2f} % against {default * 100:.2f} % ([models/lite.md](models/lite.md))" in readme
     assert lite > default, "the sentence says the lite model is right more often"
+
+
+def test_benchmarks_readme_copies_of_the_shipped_models_figures_match_their_cards():
+    """The model tables of benchmarks/README.md (bench_models.py, icount.sh) repeat each shipped
+    model's PrivateTest figures; the cards are their home (docs/figures.md), so a card that
+    changes turns this red until the copies follow (issue 26, item 4)."""
+    from edge_fer_models import SHIPPED
+    from stated import FERPLUS, figure, find_table, privatetest, scored
+
+    readme = REPO / "benchmarks" / "README.md"
+    models = find_table(readme, section="bench_models.py", column="accuracy %")
+    counts = find_table(readme, section="icount.sh", column="PrivateTest accuracy")
+    for name in SHIPPED:
+        stated = privatetest(name)
+        shipped = models.row(f"models/{name}.tflite (")
+        assert figure(shipped["accuracy %"]) == pytest.approx(stated["accuracy"] * 100, abs=0.005), name
+        assert figure(shipped["macro recall"]) == pytest.approx(stated["macro recall"], abs=5e-4), name
+        cell = counts.row(f"models/{name}.tflite")["PrivateTest accuracy %"]
+        assert figure(cell.split(" (")[0]) == pytest.approx(stated["accuracy"] * 100, abs=0.005), (name, cell)
+        ferplus = re.search(r"FER\+ majority (\d+\.\d+)", cell)
+        if ferplus:
+            assert float(ferplus.group(1)) == pytest.approx(scored(name, FERPLUS)["accuracy"] * 100, abs=0.005)
