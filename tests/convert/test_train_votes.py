@@ -87,13 +87,27 @@ def ferplus_accuracy(model, root):
     return fp["accuracy"]
 
 
+@pytest.fixture(scope="module")
+def trained(disagreeing, tmp_path_factory):
+    """A tiny model per --targets mode, trained once for the tests of this module:
+    {mode: (its .keras, the finished process)}."""
+    runs = {}
+
+    def train(targets):
+        if targets not in runs:
+            out = tmp_path_factory.mktemp(targets) / f"{targets}.keras"
+            runs[targets] = out, tiny(disagreeing, out, "--targets", targets)
+        return runs[targets]
+
+    return train
+
+
 @pytest.mark.parametrize("targets", ["votes", "majority"])
-def test_training_on_votes_follows_the_votes_not_the_folder(tmp_path, disagreeing, targets):
-    out = tmp_path / f"{targets}.keras"
-    proc = tiny(disagreeing, out, "--targets", targets)
+def test_training_on_votes_follows_the_votes_not_the_folder(trained, disagreeing, targets):
+    out, proc = trained(targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(FER+ majority)" in proc.stdout
-    prov = json.loads((tmp_path / f"{targets}.keras.json").read_text())["provenance"]
+    prov = json.loads(out.with_name(f"{targets}.keras.json").read_text())["provenance"]
     fp = prov["ferplus"]
     assert prov["targets"] == targets
     assert fp["train"] == {"faces": 145, "kept": 120, "tie": 0, "contempt": 0, "unknown": 0,
@@ -113,12 +127,12 @@ def test_training_on_votes_follows_the_votes_not_the_folder(tmp_path, disagreein
     assert ferplus_accuracy(out, disagreeing) >= 0.9
 
 
-def test_convert_scores_validation_faces_against_their_votes(tmp_path, disagreeing):
+def test_convert_scores_validation_faces_against_their_votes(tmp_path, disagreeing, trained):
     """`convert --validation` on a folder with votes beside it measures against the FER+
     majority: the training folder's faces are filed against their votes, so a votes-trained
     model is right about nearly all of them by the votes and wrong by the folders."""
-    out = tmp_path / "votes.keras"
-    assert tiny(disagreeing, out, "--targets", "votes").returncode == 0
+    out, proc = trained("votes")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     report = tmp_path / "report.json"
     proc = run_cli("convert", out, "-o", tmp_path / "votes.tflite", "--calibration", disagreeing / "train",
                    "--validation", disagreeing / "train", "--report", report, env=QUIET_TF)
