@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge_fer.exposure import privacy_mode
 from edge_fer.results import FrameResult, StatsSnapshot
 
 #: BGR colours per emotion for drawing, so a label reads at a glance.
@@ -71,19 +72,6 @@ def blur_faces(frame: np.ndarray, faces: list) -> np.ndarray:
         mx, my = int(w * BLUR_MARGIN), int(h * BLUR_MARGIN)
         _blur_region(frame, max(0, x - mx), max(0, y - my), min(fw, x + w + mx), min(fh, y + h + my))
     return frame
-
-
-#: What `privacy` can hide in what is shown and kept: "faces" (the detected and tracked faces,
-#: as --blur-faces) or "frame" (the whole picture, so a face the detector misses is never shown).
-PRIVACY_MODES = ("faces", "frame")
-
-
-def privacy_mode(blur_faces: bool = False, privacy: str | None = None) -> str | None:
-    """The privacy mode of a sink's options: `privacy` when given, else "faces" with
-    `blur_faces`, else None (nothing hidden). ValueError for an unknown mode."""
-    if privacy is not None and privacy not in PRIVACY_MODES:
-        raise ValueError(f"privacy {privacy!r}: allowed {' or '.join(PRIVACY_MODES)}")
-    return privacy or ("faces" if blur_faces else None)
 
 
 def hide(frame: np.ndarray, faces: list, mode: str | None) -> np.ndarray:

@@ -20,6 +20,7 @@ import click
 
 from edge_fer.detector import DEFAULT_DETECTOR, DetectorOptions, detector_names
 from edge_fer.errors import EdgeFerError
+from edge_fer.exposure import FACES_API_MODES, PRIVACY_MODES
 from edge_fer.pipeline.sources import CaptureOptions, parse_camera
 from edge_fer.pipeline.tracking import TrackerOptions
 from edge_fer.network import ADDRESS_WORDS, DEFAULT_SERVE, TOKEN_WORDS, check_token, parse_address
@@ -376,10 +377,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
            help="Access token for --serve, required on a non-loopback address (default: "
                 "$EDGE_FER_TOKEN)."),
     Option("faces_api", OUTPUT, "server", default=OutputOptions.faces_api, show_default=True,
-           type=click.Choice(["full", "aggregate"]),
+           type=click.Choice(FACES_API_MODES),
            help="What /api/faces tells: full (each face's track id, box, label, scores) or "
                 "aggregate (how many faces show each label: no boxes, no track ids)."),
-    Option("privacy", OUTPUT, "output", type=click.Choice(["faces", "frame"]),
+    Option("privacy", OUTPUT, "output", type=click.Choice(PRIVACY_MODES),
            help="What to hide in the served stream, the window and --record: faces (as "
                 "--blur-faces) or frame (the whole picture blurred beyond recognition, boxes and "
                 "labels drawn on top, so a face the detector misses is never shown)."),

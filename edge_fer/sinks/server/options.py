@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_fer.draw import privacy_mode
 from edge_fer.errors import UsageError
+from edge_fer.exposure import FACES_API_MODES, privacy_mode
 from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.network import DEFAULT_SERVE, parse_address
-
-#: What `/api/faces` can tell (`ServerOptions.faces_api`, `run --faces-api`).
-FACES_API_MODES = ("full", "aggregate")
-
 
 @dataclass
 class ServerOptions:

@@ -18,7 +18,8 @@ from typing import Callable, Iterator
 
 import cv2
 
-from edge_fer.draw import draw_faces, hide, privacy_mode
+from edge_fer.draw import draw_faces, hide
+from edge_fer.exposure import privacy_mode
 from edge_fer.results import FrameResult, StatsSnapshot
 from edge_fer.sinks.server.options import ServerOptions
 

@@ -22,7 +22,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from edge_fer.draw import draw_faces, hide, privacy_mode
+from edge_fer.draw import draw_faces, hide
+from edge_fer.exposure import privacy_mode
 from edge_fer.errors import InputError
 from edge_fer.images import ImageTooLarge, decode_image
 from edge_fer.predict import Face, ImageResult
