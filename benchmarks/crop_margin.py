@@ -31,8 +31,7 @@ from edge_fer.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.datasets import load_folder, remap_labels  # noqa: E402
 from edge_fer.detector import (CropTransform, DetectorOptions, create_detector, crop_face,  # noqa: E402
                                crop_face_levelled, detector_names)
-from edge_fer.evaluate import score, votes_for  # noqa: E402
-from edge_fer.ferplus import load_folder_votes  # noqa: E402
+from edge_fer.evaluate import score, votes_of  # noqa: E402
 from edge_fer_models import DEFAULT_MODEL  # noqa: E402
 
 
@@ -124,10 +123,10 @@ def main(argv=None) -> int:
                 crops[g].append(crop_face(frame, box, clf.input_size, "gray", margin))
     found_idx = np.asarray(found_idx, dtype=np.int64)
     y = data.labels[found_idx]
-    votes, _ = votes_for(args.data, None)
+    fv, _ = votes_of(data, args.data)
     clean = None
-    if votes is not None:
-        majority = load_folder_votes(votes, args.data, data.paths, clf.labels).majority[found_idx]
+    if fv is not None:
+        majority = fv.majority[found_idx]
         clean = np.flatnonzero(majority >= 0)
 
     def scores(pred: np.ndarray) -> dict:
@@ -162,6 +161,7 @@ def main(argv=None) -> int:
           f"{len(found_idx)} ({summary['detection_rate'] * 100:.1f} %), {false_faces} false faces, "
           f"{summary['ms_per_detection']} ms per 320x240 frame; median box / FER crop width = "
           f"{summary['box_to_crop_ratio_median']}")
+
     def figures(r: dict) -> str:
         out = f"{r['accuracy'] * 100:>11.2f} {r['macro_recall']:>13.4f}"
         if clean is not None:
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         return out
 
     if clean is not None:
-        print(f"FER+ majority: {len(clean)} of the {len(found_idx)} faces found have one ({votes})")
+        print(f"FER+ majority: {len(clean)} of the {len(found_idx)} faces found have one ({fv.votes_file})")
     print(f"on the original 48x48 crops of those faces: {figures(ref)}")
     head = f"{'accuracy %':>11} {'macro recall':>13}"
     if clean is not None:

@@ -25,8 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_fer.datasets import load_labelled  # noqa: E402
-from edge_fer.evaluate import score, votes_for  # noqa: E402
-from edge_fer.ferplus import load_folder_votes  # noqa: E402
+from edge_fer.evaluate import score, votes_of  # noqa: E402
 from edge_fer_convert.loader import KerasClassifier  # noqa: E402
 from edge_fer_convert.logit_adjust import class_prior, shifted  # noqa: E402
 
@@ -63,9 +62,8 @@ def main() -> int:
     data = load_labelled(a.data, classes=clf.labels, size=clf.input_size, color=clf.color)
     probs = np.concatenate([clf.predict_proba(data.images[i:i + 256]) for i in range(0, len(data), 256)])
     truth, against = data.labels, "the folder's labels"
-    votes, _ = votes_for(a.data, None)
-    if votes is not None:
-        fv = load_folder_votes(votes, a.data, data.paths, clf.labels)
+    fv, _ = votes_of(data, a.data)
+    if fv is not None:
         probs, truth = probs[fv.kept], fv.majority[fv.kept]
         against = f"the FER+ majority ({fv.counts.summary()})"
     prior, where = class_prior(clf.labels, clf.metadata.provenance, None)

@@ -34,8 +34,7 @@ from edge_fer.backends import BACKENDS, available_backends, load_backend
 from edge_fer.classifier import ClassifierOptions, EmotionClassifier
 from edge_fer.datasets import LabelledImages, load_labelled, remap_labels, stratified_indices
 from edge_fer.errors import InputError, ModelError, UsageError
-from edge_fer.ferplus import VotesDoNotFit, load_folder_votes
-from edge_fer.evaluate import Scores, evaluate_probs, votes_for
+from edge_fer.evaluate import Scores, evaluate_probs, votes_of
 from edge_fer.files import write_atomically
 from edge_fer.metadata import ModelMetadata, embed
 from edge_fer_convert.keras_env import tensorflow_module
@@ -247,17 +246,13 @@ def _clean_labels(val: LabelledImages, source: str, provenance: dict) -> tuple[L
     a quantization loss); else `val` as loaded."""
     if provenance.get("targets") not in ("votes", "majority"):
         return val, "the data's own labels"
-    path, _ = votes_for(source, None)
-    if path is None:
+    fv, note = votes_of(val, source)
+    if fv is None:
+        log.info("validation scored on the data's own labels: %s", note)
         return val, "the data's own labels"
-    try:
-        fv = load_folder_votes(path, source, val.paths, val.classes)
-    except VotesDoNotFit as exc:
-        log.info("validation scored on the data's own labels: %s", exc)
-        return val, "the data's own labels"
-    kept = fv.kept
-    clean = LabelledImages(val.images[kept], fv.majority[kept], val.classes, [val.paths[i] for i in kept])
-    return clean, f"the FER+ majority ({path}: {fv.counts.summary()})"
+    clean = val.subset(fv.kept)
+    clean.labels = fv.majority[fv.kept]
+    return clean, f"the FER+ majority ({fv.votes_file}: {fv.counts.summary()})"
 
 
 def float_ops(model_content: bytes) -> list[str]:

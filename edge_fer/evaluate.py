@@ -14,7 +14,8 @@ import numpy as np
 from edge_fer.datasets import LabelledImages, load_labelled, remap_labels
 from edge_fer.detector import FaceDetector, crop_detected
 from edge_fer.errors import InputError
-from edge_fer.ferplus import PROTOCOL, VoteCounts, VotesDoNotFit, default_votes_file, load_folder_votes
+from edge_fer.ferplus import (PROTOCOL, FolderVotes, VoteCounts, VotesDoNotFit, default_votes_file,
+                              load_folder_votes)
 from edge_fer.images import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
@@ -171,31 +172,40 @@ def votes_for(data_source: str | os.PathLike, votes: str | os.PathLike | None) -
     return found, None
 
 
+def votes_of(data: LabelledImages, data_source: str | os.PathLike,
+             votes: str | os.PathLike | None = None) -> tuple[FolderVotes | None, str | None]:
+    """The FER+ votes of `data` (loaded from the folder `data_source`, classes in model order),
+    from `votes` or else the file found beside the folder (`votes_for`); or None and the line
+    that says why there are none. A file found beside the folder that names none of its files
+    is None with a note; one named by `votes` must fit the folder (VotesDoNotFit otherwise)."""
+    path, note = votes_for(data_source, votes)
+    if path is None:
+        return None, note
+    try:
+        return load_folder_votes(path, data_source, data.paths, data.classes), None
+    except VotesDoNotFit as exc:
+        if votes is not None:
+            raise
+        return None, f"no FER+ figures: {exc}"
+
+
 def evaluate_with_votes(predict: Callable[[np.ndarray], np.ndarray], data: LabelledImages,
                         data_source: str | os.PathLike, votes: str | os.PathLike | None = None,
                         batch: int = 64) -> Evaluation:
     """Score `predict` on `data` (loaded from the folder `data_source`, labels in model order)
-    against its labels and, where a votes file is found (`votes_for`), its FER+ majority.
-
-    A votes file found beside the folder that names none of its files gives the FER2013 figures
-    and a note; one named by `votes` must fit the folder (InputError otherwise).
+    against its labels and, where it has votes (`votes_of`), its FER+ majority; without them,
+    the FER2013 figures and the note that says why.
     """
     preds, seconds = predict_labels(predict, data, batch)
     own = score(data.labels, preds, data.classes)
     own.seconds_per_face = seconds
-    path, note = votes_for(data_source, votes)
-    if path is None:
+    fv, note = votes_of(data, data_source, votes)
+    if fv is None:
         return Evaluation(own, note=note)
-    try:
-        fv = load_folder_votes(path, data_source, data.paths, data.classes)
-    except VotesDoNotFit as exc:
-        if votes is not None:
-            raise
-        return Evaluation(own, note=f"no FER+ figures: {exc}")
     kept = fv.kept
     ferplus = score(fv.majority[kept], preds[kept], data.classes)
     ferplus.seconds_per_face = seconds
-    return Evaluation(own, VotesScores(ferplus, fv.counts, str(path)))
+    return Evaluation(own, VotesScores(ferplus, fv.counts, fv.votes_file))
 
 
 def evaluate_classifier(clf, data: str | os.PathLike, *, usage: str | None = None,

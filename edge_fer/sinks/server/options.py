@@ -13,6 +13,7 @@ from edge_fer.exposure import FACES_API_MODES, privacy_mode
 from edge_fer.images import DEFAULT_MAX_PIXELS
 from edge_fer.network import DEFAULT_SERVE, parse_address
 
+
 @dataclass
 class ServerOptions:
     """Where and how the local page is served."""
