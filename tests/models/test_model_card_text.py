@@ -12,6 +12,8 @@ import pytest
 from conftest import REPO
 from edge_fer.card import ADJECTIVES, CardFigures, page_fields, read_card
 from edge_fer.sinks.server import ServerOptions, ServerSink
+from edge_fer_models import SHIPPED
+from stated import FERPLUS, figure, find_table, privatetest, scored
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +115,11 @@ def test_the_wheel_installs_the_page_and_the_cards_without_a_packaging_warning(t
 
 def test_the_readme_ferplus_sentence_matches_the_cards():
     """README's comparison of the lite model with the default against the FER+ majority
-    (issue 26) is a copy of the two cards' FER+ rows."""
-    from stated import FERPLUS, scored
-
+    (issue 26) is a copy of the two cards' FER+ rows, shown beside the command that prints it."""
     readme = " ".join((REPO / "README.md").read_text().split())
     lite, default = (scored(name, FERPLUS)["accuracy"] for name in ("lite", "default"))
-    assert f"{lite * 100:.2f} % against {default * 100:.2f} % ([models/lite.md](models/lite.md))" in readme
+    assert f"{lite * 100:.2f} % against {default * 100:.2f} % ([models/lite.md](models/lite.md)), as " \
+        "`edge-fer evaluate --model lite --data ../shared/datasets/fer2013/privatetest`" in readme
     assert lite > default, "the sentence says the lite model is right more often"
 
 
@@ -126,9 +127,6 @@ def test_benchmarks_readme_copies_of_the_shipped_models_figures_match_their_card
     """The model tables of benchmarks/README.md (bench_models.py, icount.sh) repeat each shipped
     model's PrivateTest figures; the cards are their home (docs/figures.md), so a card that
     changes turns this red until the copies follow (issue 26, item 4)."""
-    from edge_fer_models import SHIPPED
-    from stated import FERPLUS, figure, find_table, privatetest, scored
-
     readme = REPO / "benchmarks" / "README.md"
     models = find_table(readme, section="bench_models.py", column="accuracy %")
     counts = find_table(readme, section="icount.sh", column="PrivateTest accuracy")
