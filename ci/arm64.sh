@@ -95,7 +95,7 @@ preflight() {
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ] && [ -z "${EDGE_FER_ARM64_NO_APT:-}" ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]} with apt-get"
-    { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$WORK/apt.log" 2>&1 ||
+    { "$REPO/ci/apt-get.sh" update -q && "$REPO/ci/apt-get.sh" install -y -q --no-install-recommends "${missing[@]}"; } >"$WORK/apt.log" 2>&1 ||
       die "${missing[*]} missing and 'apt-get install ${missing[*]}' failed (see $WORK/apt.log)"
     missing=()
   fi
@@ -191,7 +191,7 @@ build_x86() { # the x86 reference: the same pinned versions in a venv of the hos
 project_wheel() { # a wheel of this checkout as it is (uncommitted edits included), built from a copy
   mkdir -p "$WORK/src" "$WORK/proj"
   tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=build --exclude='*.egg-info' \
-    --exclude=__pycache__ --exclude=runs --exclude=.cache -cf - . | tar -C "$WORK/src" -xf -
+    --exclude=__pycache__ --exclude=runs --exclude=.cache --exclude=.pytest_cache -cf - . | tar -C "$WORK/src" -xf -
   python3 -m pip wheel -q --no-deps -w "$WORK/proj" "$WORK/src" >"$WORK/wheel.log" 2>&1 ||
     die "cannot build a wheel of edge-fer (see $WORK/wheel.log)"
   PROJ=$(echo "$WORK"/proj/edge_fer-*.whl)
@@ -430,7 +430,7 @@ qemu_plugin() { # the icount plugin (benchmarks/qemu/icount.c) for this host's d
   command -v gcc >/dev/null || missing+=(gcc)
   if [ ${#missing[@]} -gt 0 ]; then
     [ -z "${EDGE_FER_ARM64_NO_APT:-}" ] || die "missing ${missing[*]}: apt-get install ${missing[*]}"
-    { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$WORK/apt.log" 2>&1 ||
+    { "$REPO/ci/apt-get.sh" update -q && "$REPO/ci/apt-get.sh" install -y -q --no-install-recommends "${missing[@]}"; } >"$WORK/apt.log" 2>&1 ||
       die "${missing[*]} missing and 'apt-get install ${missing[*]}' failed (see $WORK/apt.log)"
   fi
   ver=$(dpkg-query -W -f '${source:Version}' qemu-user 2>/dev/null) || die "qemu-user is not a Debian package here: cannot match its plugin header"
@@ -442,11 +442,11 @@ qemu_plugin() { # the icount plugin (benchmarks/qemu/icount.c) for this host's d
       rm -rf "$dir" && mkdir -p "$dir/src"
       echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(mirror) bookworm main" \
         >/etc/apt/sources.list.d/edge-fer-arm64-src.list
-      if ! { apt-get update -q && (cd "$dir/src" && apt-get source --download-only -q "qemu=$ver"); } >"$dir/src.log" 2>&1; then
-        rm -f /etc/apt/sources.list.d/edge-fer-arm64-src.list; apt-get update -q >/dev/null 2>&1 || true
+      if ! { "$REPO/ci/apt-get.sh" update -q && (cd "$dir/src" && "$REPO/ci/apt-get.sh" source --download-only -q "qemu=$ver"); } >"$dir/src.log" 2>&1; then
+        rm -f /etc/apt/sources.list.d/edge-fer-arm64-src.list; "$REPO/ci/apt-get.sh" update -q >/dev/null 2>&1 || true
         die "cannot download Debian's qemu $ver source for qemu-plugin.h (see $dir/src.log)"
       fi
-      rm -f /etc/apt/sources.list.d/edge-fer-arm64-src.list; apt-get update -q >/dev/null 2>&1 || true   # apt as it was
+      rm -f /etc/apt/sources.list.d/edge-fer-arm64-src.list; "$REPO/ci/apt-get.sh" update -q >/dev/null 2>&1 || true   # apt as it was
       tar -C "$dir/src" -xJf "$dir"/src/qemu_*.orig.tar.xz --wildcards '*/include/qemu/qemu-plugin.h' ||
         die "no qemu-plugin.h in Debian's qemu source"
       hdr=$(find "$dir/src" -name qemu-plugin.h | head -1)

@@ -10,7 +10,8 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y --no-install-recommends \
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+"$HERE/apt-get.sh" update
+"$HERE/apt-get.sh" install -y --no-install-recommends \
     chromium chromium-driver systemd shellcheck curl util-linux mosquitto mosquitto-clients \
     python3 python3-venv python3-setuptools python3-wheel
