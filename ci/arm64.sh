@@ -55,7 +55,7 @@ else DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edge-fer-arm64; fi
 CACHE=${EDGE_FER_ARM64_CACHE:-$DEFAULT_CACHE}
 SUITES=${EDGE_FER_ARM64_SUITES:-bookworm trixie}
 EVAL_LIMIT=${EDGE_FER_ARM64_EVAL_LIMIT:-300}
-# Shipped models' short names to evaluate; empty: every one in edge_fer_models.SHIPPED.
+# Shipped models' short names to evaluate; empty: one per graph in edge_fer_models.SHIPPED (shipped_models).
 MODELS=${EDGE_FER_ARM64_MODELS:-}
 # The live runs through the fake picamera2: frames served, and at what rate.
 LIVE_FRAMES=${EDGE_FER_ARM64_LIVE_FRAMES:-20}
@@ -305,8 +305,28 @@ detectors() { # every detector the runtime has: the registry's names (edge-fer d
 
 detector_args() { echo "--detector $1"; }
 
-shipped_models() { # every shipped model's short name (edge_fer_models.SHIPPED: --model NAME)
-  "$X86/python" -c 'from edge_fer_models import SHIPPED; print(*SHIPPED)'
+shipped_models() { # one shipped model's short name per graph (edge_fer_models.SHIPPED: --model NAME)
+  # The lane checks that the aarch64 kernels give x86's answers. Models that are the same graph
+  # with other weights (default, fer2013 and edgenet-l are all edgenet-l) run the same kernels
+  # in the same order, so the first of them stands for the rest: each evaluation costs a minute
+  # or more per CPU view under qemu. The key: every op with its tensors, and every tensor's
+  # shape, type and whether it is quantized per channel (never the weights or the scales).
+  # Which models stood for which is printed; a key that differs keeps both.
+  "$X86/python" -c '
+import sys
+from edge_fer.backends import load_backend
+from edge_fer_models import SHIPPED
+backend, graphs = load_backend(), {}
+for name, path in SHIPPED.items():
+    it = backend.make_interpreter(path.read_bytes(), source=str(path))
+    ops = tuple((op["op_name"], tuple(op["inputs"]), tuple(op["outputs"])) for op in it._get_ops_details())
+    tensors = tuple((tuple(t["shape"]), str(t["dtype"]), len(t["quantization_parameters"]["scales"]) > 1)
+                    for t in it.get_tensor_details())
+    graphs.setdefault((ops, tensors), []).append(name)
+for first, *rest in graphs.values():
+    if rest:
+        print("models:", first, "stands for", *rest, "(the same graph, other weights)", file=sys.stderr)
+print(*(names[0] for names in graphs.values()))'
 }
 
 check() { # NAME COMMAND...: run a comparison; its output says OK or every difference
