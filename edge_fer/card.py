@@ -9,6 +9,8 @@ FER+ majority" and the one row under "Per-class recall against the FER+ majority
 without them (a model trained on FER2013's own labels) is read from the
 `| INT8, as shipped | **68.54 %** | **0.6679** | ...` row of "What it scores on FER2013
 PrivateTest" and the `| as shipped | ... |` row of "Per-class recall (INT8, PrivateTest)".
+The tables are read by the reader below, the one the tests check every card's figures with
+(tests/stated.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from edge_fer_models import MODELS_DIR
 
 @dataclass(frozen=True)
 class CardFigures:
-    """What a model card says the shipped model scores on FER2013 PrivateTest."""
+    """What a model card says the shipped model scores on FER2013 PrivateTest, against `labels`."""
 
     model: str
     """The shipped model's name (`default`, `lite`, ...)."""
@@ -42,48 +44,127 @@ class CardFigures:
         return sorted(self.recall.items(), key=lambda kv: kv[1])[:n]
 
 
-def _cells(line: str) -> list[str]:
-    return [c.strip().strip("*").strip() for c in line.strip().strip("|").split("|")]
+# -- Markdown tables, as the cards (and benchmarks/README.md) write them ----------------------
 
 
-def _table_after(lines: list[str], caption: str) -> tuple[list[str], dict[str, list[str]]]:
-    """The class names of the table under the line starting with `caption`, and its rows by
-    their first cell (a table of one row, with no row names, is keyed "")."""
-    for i, line in enumerate(lines):
-        if line.startswith(caption):
-            table = [ln for ln in lines[i + 1:i + 8] if ln.startswith("|")]
-            if len(table) < 3:
-                break
-            header = _cells(table[0])
-            named = header[0] == ""
-            rows = {(_cells(ln)[0] if named else ""): _cells(ln)[1 if named else 0:] for ln in table[2:]}
-            return header[1 if named else 0:], rows
-    return [], {}
+def _clean(cell: str) -> str:
+    return cell.strip().replace("**", "").replace("`", "").strip()
 
 
-def _accuracy_row(lines: list[str], first: str) -> tuple[float, float] | None:
+@dataclass
+class Table:
+    """A Markdown table of a document."""
+
+    section: str
+    """The heading (without the #s) of the section it is in."""
+    caption: str
+    """The last line of text above it (e.g. "Per-class recall (INT8, PrivateTest):")."""
+    header: list[str]
+    """Column names, cleaned of ** and backticks."""
+    rows: list[list[str]]
+    """Cells, cleaned the same way."""
+
+    def row(self, first: str | None = None) -> dict[str, str]:
+        """{column: cell} of the row whose first cell starts with `first`; with None, of the
+        only row. KeyError when there is no such row (or more than one with None)."""
+        if first is None:
+            if len(self.rows) != 1:
+                raise KeyError(f"{len(self.rows)} rows under '{self.caption}': name one")
+            return dict(zip(self.header, self.rows[0]))
+        for cells in self.rows:
+            if cells[0].startswith(first):
+                return dict(zip(self.header, cells))
+        raise KeyError(f"no row starting '{first}' in the table under '{self.caption}' "
+                       f"({self.section})")
+
+
+def tables(path: Path) -> list[Table]:
+    """Every table of the Markdown file at `path`, in order."""
+    out: list[Table] = []
+    section, caption, block = "", "", []
+    lines = Path(path).read_text(encoding="utf-8").splitlines() + [""]
     for line in lines:
-        cells = _cells(line) if line.startswith("|") else []
-        if cells and cells[0].startswith(first):
-            m = re.fullmatch(r"([\d.]+) ?%", cells[1])
-            if m:
-                return float(m.group(1)) / 100, float(cells[2])
-    return None
+        if line.startswith("|"):
+            block.append([_clean(c) for c in line.strip().strip("|").split("|")])
+            continue
+        if len(block) >= 2 and set("".join(block[1])) <= set("-: "):
+            out.append(Table(section, caption, block[0], block[2:]))
+        block = []
+        if line.startswith("#"):
+            section, caption = line.lstrip("#").strip(), ""
+        elif line.strip():
+            caption = line.strip()
+    return out
+
+
+def find_table(path: Path, *, section: str = "", caption: str = "", column: str = "") -> Table:
+    """The first table whose section and caption start with these and whose header has a
+    column starting with `column`."""
+    for t in tables(path):
+        if t.section.startswith(section) and t.caption.startswith(caption) and \
+                any(h.startswith(column) for h in t.header):
+            return t
+    raise LookupError(f"{path}: no table in section '{section}', caption '{caption}', "
+                      f"with a column '{column}'")
+
+
+def figure(cell: str) -> float:
+    """A cell as a number: "68.54 %" -> 0.6854, "0.6679" -> 0.6679, "1,131.6" -> 1131.6."""
+    text = _clean(cell).replace(",", "")
+    m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(%?)", text)
+    if not m:
+        raise ValueError(f"not a figure: {cell!r}")
+    return float(m.group(1)) / (100 if m.group(2) else 1)
+
+
+# -- where a card states what the shipped file scores ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Where a card states how the shipped file scores against one set of labels."""
+
+    section: str
+    """The start of the section's heading."""
+    row: str
+    """The start of the row of the file as shipped, in the section's accuracy table."""
+    per_class: str
+    """The start of the caption of the per-class recall table."""
+
+
+#: FER2013 PrivateTest, its own labels (all 3,589 faces).
+PRIVATETEST = Scored("What it scores on FER2013 PrivateTest", "INT8, as shipped",
+                     "Per-class recall (INT8, PrivateTest)")
+#: PrivateTest against the FER+ majority of 10 votes (the faces edge_fer.ferplus keeps).
+FERPLUS = Scored("What it scores against the FER+ majority", "FER+ majority",
+                 "Per-class recall against the FER+ majority")
+
+
+def scored_row(path: Path, labels: Scored) -> dict[str, str]:
+    """{column: cell} of the row of the file as shipped in the card's accuracy table against
+    `labels`. LookupError or KeyError where the card has no such table or row."""
+    return find_table(path, section=labels.section, column="accuracy").row(labels.row)
+
+
+def recall_of(path: Path, labels: Scored) -> dict[str, float]:
+    """The card's per-class recall of the file as shipped against `labels`: {label: recall}
+    (the "as shipped" row where the table names its rows, else its only row)."""
+    t = find_table(path, caption=labels.per_class)
+    row = t.row("as shipped") if t.header[0] == "" else t.row()
+    return {k: figure(v) for k, v in row.items() if k}
 
 
 def read_card(model: str = "default", folder: Path = MODELS_DIR) -> CardFigures:
     """The figures of `folder/model.md`, against the FER+ majority where the card has them,
     else against FER2013's labels; ValueError naming the card and what is missing."""
     path = folder / f"{model}.md"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for labels, row, caption, recall_row in (
-            ("FER+", "FER+ majority (", "Per-class recall against the FER+ majority", ""),
-            ("FER2013", "INT8, as shipped", "Per-class recall (INT8, PrivateTest)", "as shipped")):
-        scored = _accuracy_row(lines, row)
-        names, rows = _table_after(lines, caption)
-        if scored and recall_row in rows:
-            recall = {name: float(v) for name, v in zip(names, rows[recall_row])}
-            return CardFigures(model, scored[0], scored[1], recall, labels)
+    for labels, against in (("FER+", FERPLUS), ("FER2013", PRIVATETEST)):
+        try:
+            row, recall = scored_row(path, against), recall_of(path, against)
+            accuracy, macro = figure(row["accuracy"]), figure(row["macro recall"])
+        except (LookupError, ValueError):  # KeyError is a LookupError
+            continue
+        return CardFigures(model, accuracy, macro, recall, labels)
     raise ValueError(f"{path}: neither a '| FER+ majority (' accuracy row with its per-class "
                      f"recall table nor a '| INT8, as shipped |' row with an 'as shipped' "
                      f"per-class recall row")

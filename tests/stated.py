@@ -1,8 +1,9 @@
 """Figures the project states in its documents (model cards, benchmarks/README.md), read from there so a
 test checks what the documents say, not a copy of it that can drift.
 
-A document's tables are read as `Table`s: the `## ` section they sit in, the line of text just
-above them (their caption), the header and the rows. `figure` turns a cell into a number.
+A document's tables are read as `edge_fer.card.Table`s (the reader the kiosk page's sentences
+come from): the `## ` section they sit in, the line of text just above them (their caption),
+the header and the rows. `figure` turns a cell into a number.
 $EDGE_FER_CARDS_DIR points the card readers at another folder of cards (a test gives them a
 deliberately wrong one).
 """
@@ -12,8 +13,11 @@ from __future__ import annotations
 import ast
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+# The tests and the kiosk page read the cards with the same reader; FERPLUS and figure are
+# re-exported for the tests that import them from here.
+from edge_fer.card import FERPLUS, PRIVATETEST, Scored, figure, find_table, recall_of, scored_row  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,97 +26,7 @@ def cards_dir() -> Path:
     return Path(os.environ.get("EDGE_FER_CARDS_DIR", REPO / "models"))
 
 
-def _clean(cell: str) -> str:
-    return cell.strip().replace("**", "").replace("`", "").strip()
-
-
-@dataclass
-class Table:
-    """A Markdown table of a document."""
-
-    section: str
-    """The heading (without the #s) of the section it is in."""
-    caption: str
-    """The last line of text above it (e.g. "Per-class recall (INT8, PrivateTest):")."""
-    header: list[str]
-    """Column names, cleaned of ** and backticks."""
-    rows: list[list[str]]
-    """Cells, cleaned the same way."""
-
-    def row(self, first: str | None = None) -> dict[str, str]:
-        """{column: cell} of the row whose first cell starts with `first`; with None, of the
-        only row. KeyError when there is no such row (or more than one with None)."""
-        if first is None:
-            if len(self.rows) != 1:
-                raise KeyError(f"{len(self.rows)} rows under '{self.caption}': name one")
-            return dict(zip(self.header, self.rows[0]))
-        for cells in self.rows:
-            if cells[0].startswith(first):
-                return dict(zip(self.header, cells))
-        raise KeyError(f"no row starting '{first}' in the table under '{self.caption}' "
-                       f"({self.section})")
-
-
-def tables(path: Path) -> list[Table]:
-    """Every table of the Markdown file at `path`, in order."""
-    out: list[Table] = []
-    section, caption, block = "", "", []
-    lines = Path(path).read_text().splitlines() + [""]
-    for line in lines:
-        if line.startswith("|"):
-            block.append([_clean(c) for c in line.strip().strip("|").split("|")])
-            continue
-        if len(block) >= 2 and set("".join(block[1])) <= set("-: "):
-            out.append(Table(section, caption, block[0], block[2:]))
-        block = []
-        if line.startswith("#"):
-            section, caption = line.lstrip("#").strip(), ""
-        elif line.strip():
-            caption = line.strip()
-    return out
-
-
-def find_table(path: Path, *, section: str = "", caption: str = "", column: str = "") -> Table:
-    """The first table whose section and caption start with these and whose header has a
-    column starting with `column`."""
-    for t in tables(path):
-        if t.section.startswith(section) and t.caption.startswith(caption) and \
-                any(h.startswith(column) for h in t.header):
-            return t
-    raise LookupError(f"{path}: no table in section '{section}', caption '{caption}', "
-                      f"with a column '{column}'")
-
-
-def figure(cell: str) -> float:
-    """A cell as a number: "68.54 %" -> 0.6854, "0.6679" -> 0.6679, "1,131.6" -> 1131.6."""
-    text = _clean(cell).replace(",", "")
-    m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(%?)", text)
-    if not m:
-        raise ValueError(f"not a figure: {cell!r}")
-    return float(m.group(1)) / (100 if m.group(2) else 1)
-
-
 # -- the model cards ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Where a card states how the shipped file scores against one set of labels."""
-
-    section: str
-    """The start of the section's heading."""
-    row: str
-    """The start of the row of the file as shipped, in the section's accuracy table."""
-    per_class: str
-    """The start of the caption of the per-class recall table."""
-
-
-#: FER2013 PrivateTest, its own labels (all 3,589 faces).
-PRIVATETEST = Scored("What it scores on FER2013 PrivateTest", "INT8, as shipped",
-                     "Per-class recall (INT8, PrivateTest)")
-#: PrivateTest against the FER+ majority of 10 votes (the faces edge_fer.ferplus keeps).
-FERPLUS = Scored("What it scores against the FER+ majority", "FER+ majority",
-                 "Per-class recall against the FER+ majority")
 
 
 def card(name: str) -> Path:
@@ -122,7 +36,7 @@ def card(name: str) -> Path:
 def scored(name: str, labels: Scored = PRIVATETEST) -> dict[str, float]:
     """The card's figures of the model as shipped against `labels`: {"accuracy", "macro
     recall"}, and "faces" where the row names how many were scored ("... (3,304 faces)")."""
-    row = find_table(card(name), section=labels.section, column="accuracy").row(labels.row)
+    row = scored_row(card(name), labels)
     out = {"accuracy": figure(row["accuracy"]), "macro recall": figure(row["macro recall"])}
     faces = re.search(r"\(([\d,]+) faces\)", next(iter(row.values())))
     if faces:
@@ -132,9 +46,7 @@ def scored(name: str, labels: Scored = PRIVATETEST) -> dict[str, float]:
 
 def per_class_recall(name: str, labels: Scored = PRIVATETEST) -> dict[str, float]:
     """The card's per-class recall of the model as shipped against `labels`: {label: recall}."""
-    t = find_table(card(name), caption=labels.per_class)
-    row = t.row("as shipped") if t.header[0] == "" else t.row()
-    return {k: figure(v) for k, v in row.items() if k}
+    return recall_of(card(name), labels)
 
 
 def privatetest(name: str) -> dict[str, float]:
