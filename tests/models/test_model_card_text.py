@@ -88,7 +88,8 @@ def test_the_readme_accuracy_sentences_match_the_card(card):
     assert f"against the FER+ majority of ten annotators on PrivateTest it scores " \
         f"**{card.accuracy * 100:.2f} %** accuracy and **{card.macro_recall:.3f}** macro recall" in readme
     fer2013 = privatetest("default")["accuracy"]
-    assert f"({fer2013 * 100:.2f} % on FER2013's own, noisier labels)" in readme
+    assert f"({fer2013 * 100:.2f} % on FER2013's own, noisier labels), as " \
+        "`edge-fer evaluate --data ../shared/datasets/fer2013/privatetest` prints" in readme
     # The longer sentence moved with "Intended use and privacy" to docs/privacy.md.
     privacy = (REPO / "docs" / "privacy.md").read_text()
     assert "(../models/default.md)" in privacy
