@@ -10,9 +10,11 @@ DEFAULT_MODEL = MODELS_DIR / "default.tflite"
 #: Short names for `--model NAME` (and `model = "NAME"` in the config file): the shipped files.
 SHIPPED = {
     "default": DEFAULT_MODEL,
+    "lite": MODELS_DIR / "lite.tflite",
+    # Earlier defaults, kept for comparison (their cards say when and why each was replaced).
+    "fer2013": MODELS_DIR / "fer2013.tflite",
     "edgenet-l": MODELS_DIR / "edgenet-l.tflite",
     "edgenet16": MODELS_DIR / "edgenet16.tflite",
-    "lite": MODELS_DIR / "lite.tflite",
 }
 
 
