@@ -10,6 +10,7 @@ shared file's original through the votes file's `fer2013_row`, and writes
 
     OUT/SPLIT/CLASS/NAME.png     the original pixels (lossless), under the shared folder's class
     OUT/ferplus.csv              the votes of the files written, their paths renamed to .png
+                                 (rows of other splits written to OUT before are kept)
 
 so `edge-fer evaluate --data OUT/SPLIT` scores both label sets on them, and prints how many
 faces it wrote and how closely each equalized original matches the shared copy (a check of the
@@ -85,10 +86,17 @@ def main() -> int:
         written.append({**r, "path": path})
     cat.stdin.close()
     cat.wait()
-    with open(a.out / "ferplus.csv", "w", newline="") as fh:
+    # One votes file serves every split written to OUT (train needs --val's votes beside it):
+    # the other splits' rows already there are kept.
+    votes = a.out / "ferplus.csv"
+    kept = []
+    if votes.is_file():
+        with open(votes, newline="") as fh:
+            kept = [r for r in csv.DictReader(fh) if not r["path"].startswith(a.split + "/")]
+    with open(votes, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=header)
         w.writeheader()
-        w.writerows(written)
+        w.writerows(kept + written)
     c = np.asarray(corr)
     print(f"{len(written)} of the {len(rows)} {a.split} files written to {a.out / a.split} "
           f"(the others have no original in the snapshot); equalized original against the shared "
