@@ -59,7 +59,7 @@ class _Keep(Sink):
         self.results = []
 
     def on_result(self, result, stats):
-        self.results.append([f.box for f in result.faces])
+        self.results.append(list(result.faces))
 
 
 class _Timed:
@@ -80,24 +80,44 @@ class _Timed:
             self.calls += 1
 
 
-def measure(name: str, every: int, clip, clf) -> dict:
+def run_clip(name: str, every: int, path: Path, clf) -> tuple[list[list], _Timed]:
+    """The clip at `path` through the real pipeline, offline, with detector `name` every `every`
+    frames: each frame's faces, and the timed detector."""
     det = _Timed(create_detector(name, DetectorOptions(detect_width=320)))
     keep = _Keep()
-    pipeline = Pipeline(open_source(CaptureOptions(source=str(clip.path))), det, clf,
+    pipeline = Pipeline(open_source(CaptureOptions(source=str(path))), det, clf,
                         PipelineOptions(tracking=TrackerOptions(detect_every=every)))
     pipeline.add_sink(keep)
     pipeline.start()
     pipeline.wait()
+    return keep.results, det
+
+
+def cpu_ms_per_frame(det: _Timed, frames: list) -> float:
+    return round(det.cpu * 1000 / max(1, len(frames)), 2)
+
+
+def ready_detectors() -> list[str]:
+    return [n for n, s in DETECTORS.items() if s.status()[0] == "ready"]
+
+
+def print_rows(rows: list[dict]) -> None:
+    for row in rows:
+        print("   " + "  ".join(f"{k}={v}" for k, v in row.items() if k != "detector"))
+
+
+def measure(name: str, every: int, clip, clf) -> dict:
+    frames, det = run_clip(name, every, clip.path, clf)
     ious, missed, false = [], 0, 0
-    for i, boxes in enumerate(keep.results[5:], start=5):
+    for i, faces in enumerate(frames[5:], start=5):
         truth = [b for b in clip.boxes[i] if b is not None]
-        best, unmatched = match_boxes(truth, boxes)
+        best, unmatched = match_boxes(truth, [f.box for f in faces])
         ious += best
         missed += len(truth) - sum(v >= 0.3 for v in best)
         false += unmatched
     return {"detector": name, "detect_every": every, "mean_iou": round(float(np.mean(ious)), 4),
             "missed": missed, "false": false, "detections": det.calls,
-            "detect_cpu_ms_per_frame": round(det.cpu * 1000 / max(1, len(keep.results)), 2)}
+            "detect_cpu_ms_per_frame": cpu_ms_per_frame(det, frames)}
 
 
 #: Where the three faces of a --ferplus segment drift; segments alternate between the two sets.
@@ -137,33 +157,19 @@ def ferplus_clip(path: Path, faces: list[np.ndarray], segment: int, fps: float =
     return boxes, shown
 
 
-class _KeepLabels(Sink):
-    def __init__(self):
-        self.results = []
-
-    def on_result(self, result, stats):
-        self.results.append([(f.box, f.label, f.raw_label) for f in result.faces])
-
-
 def measure_ferplus(name: str, every: int, path: Path, boxes, shown, majority: np.ndarray,
                     labels: list[str], clf) -> dict:
-    det = _Timed(create_detector(name, DetectorOptions(detect_width=320)))
-    keep = _KeepLabels()
-    pipeline = Pipeline(open_source(CaptureOptions(source=str(path))), det, clf,
-                        PipelineOptions(tracking=TrackerOptions(detect_every=every)))
-    pipeline.add_sink(keep)
-    pipeline.start()
-    pipeline.wait()
+    frames, det = run_clip(name, every, path, clf)
     # Per face shown: frames, frames with a box, right (smoothed label), right (raw label).
     tally = np.zeros((len(majority), 4))
-    for truth, who, out in zip(boxes, shown, keep.results):
-        m = iou_matrix(truth, [b for b, _, _ in out]) if out else None
+    for truth, who, out in zip(boxes, shown, frames):
+        m = iou_matrix(truth, [f.box for f in out]) if out else None
         for k, face in enumerate(who):
             tally[face, 0] += 1
             if m is None or m[k].max() < 0.3:
                 continue
-            _, label, raw = out[int(m[k].argmax())]
-            tally[face, 1:] += (1, label == labels[majority[face]], raw == labels[majority[face]])
+            found, want = out[int(m[k].argmax())], labels[majority[face]]
+            tally[face, 1:] += (1, found.label == want, found.raw_label == want)
     pairs, with_box, right, right_raw = tally.sum(axis=0)
     # A face's frames are not independent draws: the standard error is over the faces.
     per_face = tally[:, 2] / np.maximum(1, tally[:, 0])
@@ -172,7 +178,7 @@ def measure_ferplus(name: str, every: int, path: Path, boxes, shown, majority: n
             "se": round(float(per_face.std(ddof=1) / np.sqrt(len(per_face))), 4),
             "accuracy_with_box": round(right / max(1, with_box), 4),
             "raw_accuracy_with_box": round(right_raw / max(1, with_box), 4),
-            "detect_cpu_ms_per_frame": round(det.cpu * 1000 / max(1, len(keep.results)), 2)}
+            "detect_cpu_ms_per_frame": cpu_ms_per_frame(det, frames)}
 
 
 def ferplus(args, clf) -> int:
@@ -183,13 +189,12 @@ def ferplus(args, clf) -> int:
         return 2
     rng = np.random.default_rng(0)
     chosen = rng.permutation(np.flatnonzero(votes.majority >= 0))[:args.faces - args.faces % 3]
-    names = [n for n, s in DETECTORS.items() if s.status()[0] == "ready"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ferplus.mp4"
         boxes, shown = ferplus_clip(path, [data.images[i] for i in chosen], args.segment)
         majority = votes.majority[chosen]
-        for name in names:
+        for name in ready_detectors():
             rows = [measure_ferplus(name, int(e), path, boxes, shown, majority, clf.labels, clf)
                     for e in args.every.split(",")]
             out[name] = {"rows": rows, "shipped": DETECTORS[name].cls.default_detect_every}
@@ -200,8 +205,7 @@ def ferplus(args, clf) -> int:
           f"three at a time; model {args.model}")
     for name, r in out.items():
         print(f"{name} (shipped default {r['shipped']}):")
-        for row in r["rows"]:
-            print("   " + "  ".join(f"{k}={v}" for k, v in row.items() if k != "detector"))
+        print_rows(r["rows"])
     return 0
 
 
@@ -223,11 +227,10 @@ def main(argv=None) -> int:
     clf = EmotionClassifier(args.model)
     if args.ferplus:
         return ferplus(args, clf)
-    names = [n for n, s in DETECTORS.items() if s.status()[0] == "ready"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "bench.mp4", SHARED / "images", frames=150, face_px=160)
-        for name in names:
+        for name in ready_detectors():
             rows = [measure(name, int(e), clip, clf) for e in args.every.split(",")]
             shipped = DETECTORS[name].cls.default_detect_every
             out[name] = {"rows": rows, "chosen": choose(rows, shipped), "shipped": shipped}
@@ -236,8 +239,7 @@ def main(argv=None) -> int:
         return 0
     for name, r in out.items():
         print(f"{name}: chosen --detect-every {r['chosen']} (shipped default {r['shipped']})")
-        for row in r["rows"]:
-            print("   " + "  ".join(f"{k}={v}" for k, v in row.items() if k != "detector"))
+        print_rows(r["rows"])
     return 0
 
 
